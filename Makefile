@@ -1,0 +1,32 @@
+# Every target creates .venv on first use (one pip call, cached by a stamp file).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+# The multi-device tests need the flag before jax is imported, so they run in their own process.
+MULTIDEVICE := XLA_FLAGS=--xla_force_host_platform_device_count=8
+
+.PHONY: demo test test-all bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m examples.prune_digits
+
+test: $(STAMP)
+	$(PYTEST) -n 2 -m "not slow and not multidevice" --timeout=600
+	$(MULTIDEVICE) $(PYTEST) -m "multidevice and not slow" --timeout=300
+
+test-all: $(STAMP)
+	$(PYTEST) -n 2 -m "not multidevice" --timeout=1800
+	$(MULTIDEVICE) $(PYTEST) -m "multidevice" --timeout=600
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.sparsity_overhead
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

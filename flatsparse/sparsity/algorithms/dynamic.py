@@ -1,0 +1,113 @@
+"""Dynamic sparse training at constant sparsity: SET and RigL.
+
+Masks start random at the target (per-leaf from the distribution, e.g. ERK).
+At each update step ``t`` a leaf with ``n`` active weights drops the
+``d = round(f_t n)`` active weights of smallest ``|w|`` and grows ``d`` of the
+others (the just-dropped included): at random for SET, by largest ``|g|`` of
+the dense gradient for RigL. ``f_t`` follows the cosine drop-fraction schedule.
+Grown weights start at zero with reset optimizer moments; the count of active
+weights never changes.
+
+References:
+  Mocanu et al., "Scalable training of artificial neural networks with adaptive
+  sparse connectivity inspired by network science", Nature Comm. 2018 (SET).
+  Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from flatsparse.sparsity import masks as masks_lib
+from flatsparse.sparsity import schedules
+from flatsparse.sparsity.updater import SparseUpdater, _map_masked, apply_masks
+
+__all__ = ["DynamicSparse", "set_sparse", "rigl", "StaticSparse",
+           "static_sparse"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StaticSparse(SparseUpdater):
+  """Random masks at the target from ``init``; they never change."""
+
+  schedule: Any = dataclasses.field(default_factory=schedules.NoUpdate)
+  score: Any = "random"
+
+  def init_masks(self, params, key):
+    targets = self._targets_tree(params)
+    leaves = jax.tree.leaves(targets, is_leaf=lambda x: x is None)
+    keys = iter(jax.random.split(key, max(len(leaves), 1)))
+    return _map_masked(
+        lambda t, p: None if t is None else self.structure.mask(
+            jax.random.uniform(next(keys), p.shape), t), targets, params)
+
+  def instant_sparsify(self, params, grads=None, key=None):
+    """Applies the masks ``init`` draws (same seed), so both agree."""
+    del grads
+    key = jax.random.PRNGKey(self.seed) if key is None else key
+    masks = self.init_masks(params, key)
+    return apply_masks(params, masks), masks
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DynamicSparse(StaticSparse):
+  """Drop-and-grow at constant sparsity (``grow='random'`` SET, else RigL)."""
+
+  schedule: Any = dataclasses.field(
+      default_factory=lambda: schedules.Periodic(update_freq=100))
+  grow: str = "gradient"
+  drop_fraction: float = 0.3
+  drop_fraction_end_step: int = 1000
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.grow not in ("random", "gradient"):
+      raise ValueError(f"Unknown grow {self.grow!r}; allowed: 'random' (SET), "
+                       "'gradient' (RigL).")
+    if not isinstance(self.structure, masks_lib.Unstructured):
+      raise ValueError("SET/RigL support only unstructured masks, got "
+                       f"{self.structure!r}.")
+    schedules.cosine_drop_fraction(self.drop_fraction,
+                                   self.drop_fraction_end_step)
+
+  def new_masks(self, weights, grads, old, step, key):
+    fraction = schedules.cosine_drop_fraction(
+        self.drop_fraction, self.drop_fraction_end_step)(step)
+    leaves = jax.tree.leaves(old, is_leaf=lambda x: x is None)
+    keys = iter(jax.random.split(key, max(len(leaves), 1)))
+
+    def one(m, w, g):
+      if m is None:
+        return None
+      active = jnp.sum(m, dtype=jnp.int32)
+      n_drop = jnp.round(fraction * active).astype(jnp.int32)
+      keep_scores = jnp.where(m, jnp.abs(w).astype(jnp.float32), -jnp.inf)
+      kept = masks_lib.topk_mask(keep_scores, active - n_drop)
+      if self.grow == "random":
+        grow_scores = jax.random.uniform(next(keys), w.shape)
+      else:
+        grow_scores = jnp.abs(g).astype(jnp.float32)
+      grown = masks_lib.topk_mask(jnp.where(kept, -jnp.inf, grow_scores),
+                                  n_drop)
+      return kept | grown
+
+    return _map_masked(one, old, weights, grads)
+
+
+def static_sparse(**kwargs: Any) -> StaticSparse:
+  """Static random sparse training: a random mask fixed at init."""
+  return StaticSparse(**kwargs)
+
+
+def set_sparse(**kwargs: Any) -> DynamicSparse:
+  """SET: drop smallest ``|w|``, grow at random."""
+  return DynamicSparse(grow="random", **kwargs)
+
+
+def rigl(**kwargs: Any) -> DynamicSparse:
+  """RigL: drop smallest ``|w|``, grow largest dense ``|g|``."""
+  return DynamicSparse(grow="gradient", **kwargs)

@@ -1,0 +1,98 @@
+"""Registry of algorithms and a factory from an ``ml_collections.ConfigDict``.
+
+Config keys (all optional except ``algorithm``)::
+
+    algorithm          name in ALGORITHMS (or one added by register_algorithm)
+    sparsity           target in [0, 1)
+    dist_type          'uniform' | 'erk'
+    sparsity_type      'unstructured' | 'N:M' (e.g. '2:4') | 'block:RxC' | 'channel'
+    schedule           'no_update' | 'one_shot' | 'periodic' | 'polynomial'
+    update_freq, update_start_step, update_end_step, initial_sparsity
+    drop_fraction, drop_fraction_end_step          (SET / RigL)
+    warmup_steps, sparse_steps, dense_steps, final_sparse_step   (AC/DC)
+    overrides          {leaf path: sparsity}
+    mask_storage       'uint8' | 'packed'
+    seed               int
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from flatsparse.sparsity import algorithms
+from flatsparse.sparsity import schedules
+from flatsparse.sparsity.updater import SparseUpdater
+
+__all__ = ["ALGORITHMS", "register_algorithm", "create_updater_from_config",
+           "SCHEDULES"]
+
+ALGORITHMS: dict[str, Callable[..., SparseUpdater]] = {
+    "no_prune": algorithms.no_pruning,
+    "magnitude": algorithms.magnitude_pruning,
+    "random": algorithms.random_pruning,
+    "saliency": algorithms.saliency_pruning,
+    "global_magnitude": algorithms.global_magnitude_pruning,
+    "global_saliency": algorithms.global_saliency_pruning,
+    "magnitude_ste": algorithms.magnitude_ste,
+    "random_ste": algorithms.random_ste,
+    "static_sparse": algorithms.static_sparse,
+    "set": algorithms.set_sparse,
+    "rigl": algorithms.rigl,
+    "acdc": algorithms.acdc,
+}
+
+SCHEDULES = ("no_update", "one_shot", "periodic", "polynomial")
+_SCHEDULE_KEYS = ("update_freq", "update_start_step", "update_end_step",
+                  "initial_sparsity")
+_RENAMED = {"dist_type": "distribution", "sparsity_type": "structure"}
+_PASSED = ("sparsity", "overrides", "mask_storage", "seed", "drop_fraction",
+           "drop_fraction_end_step", "warmup_steps", "sparse_steps",
+           "dense_steps", "final_sparse_step")
+
+
+def register_algorithm(name: str, factory: Callable[..., SparseUpdater],
+                       *, overwrite: bool = False) -> None:
+  """Adds ``factory(**kwargs) -> SparseUpdater`` under ``name``."""
+  if name in ALGORITHMS and not overwrite:
+    raise ValueError(f"Algorithm {name!r} is already registered; pass "
+                     "overwrite=True to replace it.")
+  ALGORITHMS[name] = factory
+
+
+def _schedule(kind: str, cfg: Mapping[str, Any]) -> schedules.Schedule:
+  args = {k: cfg[k] for k in _SCHEDULE_KEYS if k in cfg}
+  if kind == "no_update":
+    return schedules.NoUpdate()
+  if kind == "one_shot":
+    return schedules.OneShot(args.get("update_start_step", 0))
+  if kind == "periodic":
+    args.pop("initial_sparsity", None)
+    return schedules.Periodic(**args)
+  if kind == "polynomial":
+    return schedules.Polynomial(**args)
+  raise ValueError(f"Unknown schedule {kind!r}; allowed: {', '.join(SCHEDULES)}.")
+
+
+def create_updater_from_config(config: Mapping[str, Any]) -> SparseUpdater:
+  """Builds a sparsity updater from a ConfigDict (or any mapping)."""
+  cfg = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+  if "algorithm" not in cfg:
+    raise ValueError("Sparsity config needs 'algorithm'; allowed: "
+                     f"{', '.join(ALGORITHMS)}.")
+  name = cfg.pop("algorithm")
+  if name not in ALGORITHMS:
+    raise ValueError(f"Unknown sparsity algorithm {name!r}; allowed: "
+                     f"{', '.join(ALGORITHMS)}.")
+  allowed = set(_PASSED) | set(_RENAMED) | set(_SCHEDULE_KEYS) | {"schedule"}
+  unknown = sorted(set(cfg) - allowed)
+  if unknown:
+    raise ValueError(f"Unknown sparsity config keys {unknown}; allowed: "
+                     f"{sorted(allowed)}.")
+  kwargs = {k: cfg[k] for k in _PASSED if k in cfg}
+  kwargs.update({new: cfg[old] for old, new in _RENAMED.items() if old in cfg})
+  if "schedule" in cfg:
+    kwargs["schedule"] = _schedule(cfg["schedule"], cfg)
+  elif any(k in cfg for k in _SCHEDULE_KEYS):
+    raise ValueError(f"Keys {[k for k in _SCHEDULE_KEYS if k in cfg]} need a "
+                     f"'schedule' (one of {', '.join(SCHEDULES)}).")
+  return ALGORITHMS[name](**kwargs)

@@ -1,0 +1,387 @@
+"""The sparse-training wrapper: masks live in the optimizer state.
+
+``updater.wrap(inner)`` returns an ``optax.GradientTransformationExtraArgs``
+whose state is :class:`SparseState` (inner state, masks, step counter, PRNG
+key). Per step ``t``, with parameters ``p``, gradients ``g`` and old masks
+``m0``::
+
+    u      = inner.update(g, inner_state, p)              # any optax optimizer
+    w      = m0 * (p + u)                                 # candidate weights
+    m1     = new_masks(w, g, m0, t) if is_update_step(t) else m0
+    u'     = m1 * m0 * (p + u) - p                        # masked weights -> 0
+
+so ``optax.apply_updates(p, u')`` alone keeps the model exactly sparse
+(``p + (0 - p) == 0`` in floating point); no second call in the training loop.
+Weights that (re)grow start at zero, and their optimizer moments are reset.
+STE variants leave the dense weights untouched (``u' = u``) and the forward pass
+uses :func:`masked_params`.
+
+The wrapper must be the outermost transformation (last in a chain), or later
+transformations would move pruned weights off zero.
+
+References:
+  Lee et al., "JaxPruner: A concise library for sparsity research", CPAL 2024.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from flatsparse.sparsity import distributions
+from flatsparse.sparsity import masks as masks_lib
+from flatsparse.sparsity import schedules
+from flatsparse.sparsity import scores as scores_lib
+
+__all__ = [
+    "SparseState",
+    "SparseUpdater",
+    "apply_masks",
+    "masked_params",
+    "get_masks",
+    "find_sparse_state",
+    "vmap_axes",
+    "reset_where_grown",
+    "summarize_sparsity",
+    "format_sparsity_table",
+]
+
+Array = jax.Array
+_is_none = lambda x: x is None  # noqa: E731
+
+
+class SparseState(NamedTuple):
+  """State of a wrapped optimizer.
+
+  Attributes:
+    inner_state: the wrapped optimizer's state.
+    masks: pytree like the params: a mask (uint8, or bit-packed uint8 along the
+      last axis) for each prunable leaf, ``None`` for dense leaves.
+    count: int32 number of ``update`` calls so far (keep it unbatched under
+      ``vmap``; see :func:`vmap_axes`).
+    key: PRNG key, split once per step.
+  """
+
+  inner_state: optax.OptState
+  masks: Any
+  count: Array
+  key: Array
+
+
+def _map_masked(fn: Callable[..., Any], masks: Any, *trees: Any) -> Any:
+  """``tree_map`` over masks (``None`` = dense leaf) and matching trees."""
+  return jax.tree.map(fn, masks, *trees, is_leaf=_is_none)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SparseUpdater:
+  """Prune-by-score updater; algorithms subclass it.
+
+  Attributes:
+    sparsity: target fraction of zeros in [0, 1).
+    distribution: ``'uniform'`` or ``'erk'`` (see ``distributions``).
+    overrides: ``{leaf path: sparsity}`` fixed per leaf.
+    is_prunable: ``(path, leaf) -> bool``; default ``ndim > 1``.
+    structure: ``'unstructured'``, ``'2:4'``, ``'block:4x4'``, ``'channel'`` or a
+      structure from ``masks``.
+    schedule: when and to what sparsity masks are updated.
+    score: ``'magnitude'``, ``'random'``, ``'saliency'`` or a callable
+      ``(weights, grads, key) -> scores``.
+    mask_storage: ``'uint8'`` (1 byte per weight) or ``'packed'`` (1 bit).
+    seed: seeds the PRNG key kept in the state.
+    ste: straight-through: weights stay dense, the forward pass masks them.
+    reset_moments_on_grow: zero optimizer moments of weights that (re)grow.
+  """
+
+  sparsity: Any = 0.0
+  distribution: str = "uniform"
+  overrides: Mapping[str, float] | None = None
+  is_prunable: Callable[[str, Any], bool] = distributions.default_is_prunable
+  structure: Any = "unstructured"
+  schedule: schedules.Schedule = dataclasses.field(
+      default_factory=schedules.OneShot)
+  score: Any = "magnitude"
+  mask_storage: str = "uint8"
+  seed: int = 0
+  ste: bool = False
+  reset_moments_on_grow: bool = True
+  erk_power: float = 1.0
+
+  def __post_init__(self):
+    distributions.check_sparsity(self.sparsity)
+    if self.distribution not in distributions.DISTRIBUTIONS:
+      raise ValueError(f"Unknown distribution {self.distribution!r}; allowed: "
+                       f"{', '.join(distributions.DISTRIBUTIONS)}.")
+    if self.mask_storage not in masks_lib.MASK_STORAGES:
+      raise ValueError(f"Unknown mask_storage {self.mask_storage!r}; allowed: "
+                       f"{', '.join(masks_lib.MASK_STORAGES)}.")
+    object.__setattr__(self, "structure",
+                       masks_lib.parse_structure(self.structure))
+    scores_lib.get_score(self.score)  # validates the name early.
+
+  # ---- per-leaf targets ---------------------------------------------------
+
+  def layer_sparsities(self, params: Any) -> dict[str, Any]:
+    """Final target sparsity ``{path: s}`` of every prunable leaf."""
+    fixed = self.structure.fixed_sparsity()
+    targets = distributions.layer_sparsities(
+        params, self.sparsity if fixed is None else fixed,
+        self.distribution if fixed is None else "uniform",
+        overrides=self.overrides, is_prunable=self.is_prunable,
+        erk_power=self.erk_power)
+    for path, leaf in distributions.prunable_leaves(
+        params, lambda p, _: p in targets).items():
+      self.structure.check(tuple(leaf.shape), path)
+    return targets
+
+  def _targets_tree(self, params: Any) -> Any:
+    """Pytree like params: target sparsity per prunable leaf, None elsewhere."""
+    targets = self.layer_sparsities(params)
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: targets.get(distributions.path_str(p)), params)
+
+  # ---- hooks for algorithms -----------------------------------------------
+
+  def is_update_step(self, step: Array) -> Array:
+    return self.schedule.is_update_step(step)
+
+  def init_masks(self, params: Any, key: Array) -> Any:
+    """Masks before the first step: dense (all ones) for prune-by-score."""
+    del key
+    return _map_masked(
+        lambda t, p: None if t is None else jnp.ones(p.shape, bool),
+        self._targets_tree(params), params)
+
+  def _scores(self, weights: Any, grads: Any, old: Any, key: Array) -> Any:
+    """Scores; inactive weights rank last unless the updater is STE."""
+    score_fn = scores_lib.get_score(self.score)
+    leaves = jax.tree.leaves(old, is_leaf=_is_none)
+    keys = iter(jax.random.split(key, max(len(leaves), 1)))
+
+    def one(m, w, g):
+      if m is None:
+        return None
+      s = score_fn(w, g, next(keys)).astype(jnp.float32)
+      return s if self.ste else jnp.where(m, s, -jnp.inf)
+    return _map_masked(one, old, weights, grads)
+
+  def new_masks(self, weights: Any, grads: Any, old: Any, step: Array,
+                key: Array) -> Any:
+    """Masks at an update step, leaf by leaf at the scheduled sparsity."""
+    scores = self._scores(weights, grads, old, key)
+    return _map_masked(
+        lambda t, s: None if t is None else self.structure.mask(
+            s, self.schedule.sparsity(step, t)),
+        self._targets_tree(weights), scores)
+
+  # ---- storage ------------------------------------------------------------
+
+  def _store(self, masks: Any) -> Any:
+    if self.mask_storage == "packed":
+      return _map_masked(lambda m: None if m is None else
+                         masks_lib.pack_mask(m), masks)
+    return _map_masked(lambda m: None if m is None else m.astype(jnp.uint8),
+                       masks)
+
+  def _load(self, stored: Any, params: Any) -> Any:
+    if self.mask_storage == "packed":
+      return _map_masked(lambda m, p: None if m is None else
+                         masks_lib.unpack_mask(m, p.shape), stored, params)
+    return _map_masked(lambda m: None if m is None else m.astype(bool), stored)
+
+  # ---- the transformation -------------------------------------------------
+
+  def wrap(self, inner: optax.GradientTransformation
+           ) -> optax.GradientTransformationExtraArgs:
+    """Wraps ``inner`` so its updates keep the parameters sparse."""
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params):
+      key = jax.random.PRNGKey(self.seed)
+      masks = self.init_masks(params, key)
+      return SparseState(inner_state=inner.init(params),
+                         masks=self._store(masks),
+                         count=jnp.zeros([], jnp.int32), key=key)
+
+    def update_fn(updates, state, params=None, **extra):
+      if params is None:
+        raise ValueError(
+            "The sparsity wrapper needs params: call update(grads, state, "
+            "params).")
+      grads = updates
+      inner_updates, inner_state = inner.update(
+          updates, state.inner_state, params, **extra)
+      old = self._load(state.masks, params)
+      key, mask_key = jax.random.split(state.key)
+      stepped = jax.tree.map(lambda p, u: p + u.astype(p.dtype), params,
+                             inner_updates)
+      weights = _map_masked(
+          lambda m, w: w if (m is None or self.ste) else w * m, old, stepped)
+      new = jax.lax.cond(
+          self.is_update_step(state.count),
+          lambda: self.new_masks(weights, grads, old, state.count, mask_key),
+          lambda: old)
+      if self.ste:
+        final_updates = inner_updates
+      else:
+        final_updates = _map_masked(
+            lambda m0, m1, w, p, u: u if m0 is None else
+            (w * (m0 & m1).astype(w.dtype) - p).astype(u.dtype),
+            old, new, stepped, params, inner_updates)
+      if self.reset_moments_on_grow:
+        grown = _map_masked(
+            lambda m0, m1: None if m0 is None else m1 & ~m0, old, new)
+        inner_state = reset_where_grown(inner_state, grown, params)
+      return final_updates, SparseState(
+          inner_state=inner_state, masks=self._store(new),
+          count=state.count + 1, key=key)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+  # ---- one-shot -----------------------------------------------------------
+
+  def instant_sparsify(self, params: Any, grads: Any = None,
+                       key: Array | None = None) -> tuple[Any, Any]:
+    """Prunes ``params`` now to the final target; returns ``(params, masks)``.
+
+    Uses the updater's score and structure with the full (final) per-leaf
+    sparsity; ``grads`` are needed by the saliency score. Masks are bool.
+    """
+    key = jax.random.PRNGKey(self.seed) if key is None else key
+    targets = self._targets_tree(params)
+    grads = jax.tree.map(lambda _: None, params) if grads is None else grads
+    score_fn = scores_lib.get_score(self.score)
+    keys = iter(jax.random.split(key, max(len(jax.tree.leaves(params)), 1)))
+    new = _map_masked(
+        lambda t, p, g: None if t is None else self.structure.mask(
+            score_fn(p, g, next(keys)), t),
+        targets, params, grads)
+    return apply_masks(params, new), new
+
+
+def apply_masks(params: Any, masks: Any) -> Any:
+  """``params * mask`` on masked leaves (dense leaves unchanged)."""
+  return _map_masked(lambda m, p: p if m is None else p * m.astype(p.dtype),
+                     masks, params)
+
+
+def reset_where_grown(inner_state: Any, grown: Any, params: Any) -> Any:
+  """Zeros the optimizer moments of newly grown weights, for any optax state.
+
+  Every subtree of ``inner_state`` with the tree structure and leaf shapes of
+  ``params`` (adam's mu and nu, momentum traces, lion's mu, states inside
+  chains or ``inject_hyperparams``) is treated as per-weight statistics.
+  """
+  params_def = jax.tree.structure(params)
+  shapes = [np.shape(p) for p in jax.tree.leaves(params)]
+
+  def is_moment(node):
+    try:
+      if jax.tree.structure(node) != params_def:
+        return False
+    except Exception:  # pylint: disable=broad-except
+      return False
+    return [np.shape(x) for x in jax.tree.leaves(node)] == shapes
+
+  def reset(node):
+    if not is_moment(node):
+      return node
+    return _map_masked(
+        lambda g, x: x if g is None else jnp.where(g, jnp.zeros_like(x), x),
+        grown, node)
+
+  return jax.tree.map(reset, inner_state, is_leaf=is_moment)
+
+
+def find_sparse_state(opt_state: Any) -> SparseState:
+  """The (first) :class:`SparseState` inside any optimizer state."""
+  found = [s for s in jax.tree.leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, SparseState))
+           if isinstance(s, SparseState)]
+  if not found:
+    raise ValueError("No SparseState in this optimizer state: was the "
+                     "optimizer built with a sparsity updater's wrap()?")
+  return found[0]
+
+
+def get_masks(opt_state: Any, params: Any) -> Any:
+  """Bool masks (``None`` for dense leaves) from an optimizer state."""
+  stored = find_sparse_state(opt_state).masks
+  return _map_masked(
+      lambda m, p: None if m is None else (
+          masks_lib.unpack_mask(m, p.shape) if m.shape != p.shape
+          else m.astype(bool)), stored, params)
+
+
+def masked_params(params: Any, opt_state: Any) -> Any:
+  """Parameters for the forward pass, masked with a straight-through gradient.
+
+  Value ``p * m``, gradient passed to ``p`` unchanged (``p + sg(p*m - p)``).
+  For STE algorithms this is how the forward pass sees sparse weights while
+  the dense weights train; for the others it is a no-op on values.
+  """
+  masks = get_masks(opt_state, params)
+  return _map_masked(
+      lambda m, p: p if m is None else
+      p + jax.lax.stop_gradient(p * m.astype(p.dtype) - p), masks, params)
+
+
+def vmap_axes(opt_state: Any, axis: int = 0) -> Any:
+  """``in_axes``/``out_axes`` prefix for ``vmap`` over seeds.
+
+  Every leaf is batched along ``axis`` except the step counters of sparse
+  states, which stay shared. An unbatched counter keeps the schedule predicate
+  a real ``lax.cond``; a batched one turns it into a select that computes new
+  masks on every step.
+  """
+  def axes(node):
+    if isinstance(node, SparseState):
+      return SparseState(inner_state=vmap_axes(node.inner_state, axis),
+                         masks=axis, count=None, key=axis)
+    return axis
+  return jax.tree.map(axes, opt_state,
+                      is_leaf=lambda x: isinstance(x, SparseState))
+
+
+def summarize_sparsity(params: Any, is_prunable=None) -> dict[str, Any]:
+  """Per-leaf and total sparsity of ``params`` (host-side, exact zeros).
+
+  Returns:
+    ``{'leaves': {path: {'size', 'nnz', 'sparsity'}}, 'size', 'nnz',
+    'sparsity', 'prunable_size', 'prunable_nnz', 'prunable_sparsity'}``.
+  """
+  is_prunable = is_prunable or distributions.default_is_prunable
+  leaves, size, nnz, psize, pnnz = {}, 0, 0, 0, 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    name = distributions.path_str(path)
+    arr = np.asarray(leaf)
+    n, z = int(arr.size), int(np.count_nonzero(arr))
+    leaves[name] = {"size": n, "nnz": z, "sparsity": 1 - z / max(n, 1),
+                    "prunable": bool(is_prunable(name, leaf))}
+    size, nnz = size + n, nnz + z
+    if leaves[name]["prunable"]:
+      psize, pnnz = psize + n, pnnz + z
+  return {"leaves": leaves, "size": size, "nnz": nnz,
+          "sparsity": 1 - nnz / max(size, 1), "prunable_size": psize,
+          "prunable_nnz": pnnz, "prunable_sparsity": 1 - pnnz / max(psize, 1)}
+
+
+def format_sparsity_table(summary: Mapping[str, Any]) -> str:
+  """Plain-text table of :func:`summarize_sparsity` output."""
+  rows = [("leaf", "size", "nnz", "sparsity")]
+  for name, s in summary["leaves"].items():
+    rows.append((name, str(s["size"]), str(s["nnz"]), f"{s['sparsity']:.4f}"))
+  rows.append(("total", str(summary["size"]), str(summary["nnz"]),
+               f"{summary['sparsity']:.4f}"))
+  rows.append(("prunable", str(summary["prunable_size"]),
+               str(summary["prunable_nnz"]),
+               f"{summary['prunable_sparsity']:.4f}"))
+  widths = [max(len(r[i]) for r in rows) for i in range(4)]
+  return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(r, widths)))
+                   for r in rows)

@@ -1,0 +1,166 @@
+"""Algorithms: RigL/SET drop-grow counts, global, static, AC/DC, random, no-prune."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import flatsparse as fs
+
+
+def _run(pruner, params, grads_fn, steps, inner=None):
+  tx = pruner.wrap(inner or optax.sgd(0.1))
+  state = tx.init(params)
+  params = fs.sparsity.apply_masks(params, fs.sparsity.get_masks(state, params))
+  history = []
+  for t in range(steps):
+    updates, state = tx.update(grads_fn(t, params), state, params)
+    params = optax.apply_updates(params, updates)
+    history.append(np.asarray(fs.sparsity.get_masks(state, params)["w"]))
+  return params, state, history
+
+
+def test_rigl_hand_computed_drop_and_grow():
+  # 1x8 leaf at 50%: active = largest 4 of |w| after the step.
+  w = jnp.array([[8.0, 7.0, 6.0, 5.0, 0.0, 0.0, 0.0, 0.0]])
+  pruner = fs.sparsity.rigl(sparsity=0.5, drop_fraction=0.5,
+                            drop_fraction_end_step=10 ** 6,
+                            schedule=fs.sparsity.Periodic(update_freq=1))
+  tx = pruner.wrap(optax.sgd(0.0))
+  state = tx.init({"w": w})
+  state = state._replace(masks={"w": jnp.array([[1, 1, 1, 1, 0, 0, 0, 0]],
+                                               jnp.uint8)})
+  grads = {"w": jnp.array([[0.0, 0.0, 0.0, 9.0, 1.0, 4.0, 3.0, 2.0]])}
+  updates, state = tx.update(grads, state, {"w": w})
+  # drop 2 smallest active (6, 5); grow 2 largest |g| among the rest:
+  # index 3 (just dropped, g=9, keeps its value) and index 5 (g=4, new: 0).
+  np.testing.assert_array_equal(state.masks["w"], [[1, 1, 0, 1, 0, 1, 0, 0]])
+  new = optax.apply_updates({"w": w}, updates)["w"]
+  np.testing.assert_array_equal(new, [[8.0, 7.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("factory", [fs.sparsity.rigl, fs.sparsity.set_sparse])
+def test_dynamic_sparse_constant_sparsity_and_swap_counts(factory):
+  shape = (20, 30)
+  params = {"w": jax.random.normal(jax.random.PRNGKey(0), shape),
+            "b": jnp.zeros(30)}
+  schedule = fs.sparsity.Periodic(update_freq=2, update_start_step=1)
+  pruner = factory(sparsity=0.8, drop_fraction=0.3, drop_fraction_end_step=20,
+                   schedule=schedule)
+  frac = fs.sparsity.cosine_drop_fraction(0.3, 20)
+  grads_fn = lambda t, p: jax.tree.map(  # noqa: E731
+      lambda x: jax.random.normal(jax.random.PRNGKey(t), x.shape), p)
+  _, _, history = _run(pruner, params, grads_fn, 12)
+  active = 600 - round(0.8 * 600)
+  prev = history[0]
+  for t, mask in enumerate(history):
+    assert mask.sum() == active
+    if t and bool(schedule.is_update_step(jnp.int32(t))):
+      n_drop = round(float(frac(jnp.int32(t))) * active)
+      dropped = (prev & ~mask).sum()
+      assert dropped == (mask & ~prev).sum() <= n_drop
+      assert (prev & mask).sum() >= active - n_drop
+      if factory is fs.sparsity.set_sparse:
+        assert dropped > 0
+    elif t:
+      np.testing.assert_array_equal(mask, prev)
+    prev = mask
+
+
+def test_dynamic_rejects_structures_and_bad_grow():
+  with pytest.raises(ValueError, match="only unstructured"):
+    fs.sparsity.rigl(sparsity=0.5, structure="2:4")
+  with pytest.raises(ValueError, match="Unknown grow 'best'"):
+    fs.sparsity.DynamicSparse(sparsity=0.5, grow="best")
+
+
+def test_static_sparse_masks_never_change_and_match_instant_sparsify():
+  params = {"w": jax.random.normal(jax.random.PRNGKey(0), (16, 16))}
+  pruner = fs.sparsity.static_sparse(sparsity=0.75, seed=3)
+  _, state, history = _run(pruner, params,
+                           lambda t, p: jax.tree.map(jnp.ones_like, p), 5)
+  for mask in history:
+    np.testing.assert_array_equal(mask, history[0])
+  assert history[0].sum() == 64
+  _, masks = pruner.instant_sparsify(params)
+  np.testing.assert_array_equal(masks["w"], history[0])
+
+
+def test_global_magnitude_hand_computed():
+  params = {"a": jnp.array([[10.0, 9.0], [8.0, 7.0]]),
+            "b": jnp.array([[1.0, 2.0], [3.0, 4.0]])}
+  sparse, masks = fs.sparsity.global_magnitude_pruning(
+      sparsity=0.5).instant_sparsify(params)
+  np.testing.assert_array_equal(masks["a"], np.ones((2, 2), bool))
+  np.testing.assert_array_equal(masks["b"], np.zeros((2, 2), bool))
+  # Inside the wrapper, overrides keep their own per-leaf count.
+  tx = fs.sparsity.global_magnitude_pruning(
+      sparsity=0.5, overrides={"b": 0.5}).wrap(optax.sgd(0.0))
+  _, state = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params),
+                       params)
+  assert int(state.masks["a"].sum()) == 2 and int(state.masks["b"].sum()) == 2
+  np.testing.assert_array_equal(state.masks["b"], [[0, 0], [1, 1]])
+
+
+def test_global_saliency_uses_gradients():
+  params = {"a": jnp.ones((2, 2)), "b": jnp.ones((2, 2))}
+  grads = {"a": jnp.zeros((2, 2)), "b": jnp.full((2, 2), 5.0)}
+  _, masks = fs.sparsity.global_saliency_pruning(
+      sparsity=0.5).instant_sparsify(params, grads)
+  assert not np.asarray(masks["a"]).any() and np.asarray(masks["b"]).all()
+  with pytest.raises(ValueError, match="distribution must be 'uniform'"):
+    fs.sparsity.global_magnitude_pruning(sparsity=0.5, distribution="erk")
+
+
+def test_acdc_phases_alternate():
+  pruner = fs.sparsity.acdc(sparsity=0.5, warmup_steps=2, sparse_steps=2,
+                            dense_steps=2, final_sparse_step=10)
+  phases = [bool(pruner.is_sparse_phase(jnp.int32(t))) for t in range(14)]
+  assert phases == [False, False, True, True, False, False, True, True,
+                    False, False, True, True, True, True]
+  updates = [t for t in range(14) if bool(pruner.is_update_step(jnp.int32(t)))]
+  assert updates == [2, 4, 6, 8, 10]
+  params = {"w": jax.random.normal(jax.random.PRNGKey(0), (8, 8))}
+  _, _, history = _run(pruner, params,
+                       lambda t, p: jax.tree.map(jnp.ones_like, p), 14)
+  density = [int(m.sum()) for m in history]
+  assert density == [64, 64, 32, 32, 64, 64, 32, 32, 64, 64, 32, 32, 32, 32]
+  with pytest.raises(ValueError, match="final_sparse_step"):
+    fs.sparsity.acdc(warmup_steps=10, final_sparse_step=5)
+
+
+def test_random_gradual_masks_are_nested():
+  params = {"w": jax.random.normal(jax.random.PRNGKey(0), (32, 32))}
+  pruner = fs.sparsity.random_pruning(
+      sparsity=0.9, schedule=fs.sparsity.Polynomial(
+          update_freq=2, update_start_step=0, update_end_step=10))
+  _, _, history = _run(pruner, params,
+                       lambda t, p: jax.tree.map(jnp.ones_like, p), 12)
+  for before, after in zip(history, history[1:]):
+    assert not np.any(after & ~before)
+  assert history[-1].sum() == 1024 - round(0.9 * 1024)
+
+
+def test_no_pruning_equals_inner():
+  params = {"w": jax.random.normal(jax.random.PRNGKey(0), (4, 4))}
+  grads = {"w": jnp.ones((4, 4))}
+  inner = optax.adam(0.1)
+  tx = fs.sparsity.no_pruning().wrap(inner)
+  u1, _ = tx.update(grads, tx.init(params), params)
+  u2, _ = inner.update(grads, inner.init(params), params)
+  np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("structure", ["2:4", "block:2x4", "channel"])
+def test_structured_pruning_inside_wrapper(structure):
+  params = {"w": jax.random.normal(jax.random.PRNGKey(0), (8, 16))}
+  _, state, history = _run(
+      fs.sparsity.magnitude_pruning(sparsity=0.5, structure=structure), params,
+      lambda t, p: jax.tree.map(jnp.ones_like, p), 2)
+  mask = history[-1]
+  assert mask.sum() == 64
+  if structure == "2:4":
+    assert np.all(mask.T.reshape(-1, 4).sum(-1) == 2)
+  if structure == "channel":
+    assert set(mask.sum(0)) == {0, 8}
