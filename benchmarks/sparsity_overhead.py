@@ -20,34 +20,47 @@ params, optimizer state and batch stats donated; only the transform differs:
   prunable leaves by a JaxPruner-style full ``jnp.argsort`` top-k, and by
   ``flatsparse.sparsity.topk_mask``; plus both on one 1024x1024 leaf.
 
-How: everything is compiled and warmed up first (3 steps each), then timed in
-interleaved rounds (for each round, for each variant: ``--steps`` steps, each
-blocked on and timed with ``time.perf_counter``), so drifts in machine load hit
-all variants alike. Reported: median ms per step, ratios to the dense median
-(``steady_ratio``, ``mask_update_ratio``, ``packed_steady_ratio``,
-``gradual_mean_ratio`` = gradual window mean / dense mean,
-``argsort_mask_update_ratio`` = (dense + argsort masks) / dense), mask memory
-(uint8 and packed) against parameter memory, and each jitted step's compile
-cache size after timing (1 means no recompilation).
+How: everything is compiled and warmed up first (3 steps each, variants
+compiling in parallel threads), then timed in interleaved rounds (for each
+round, for each variant: ``--steps`` steps, each blocked on and timed with
+``time.perf_counter``), so drifts in machine load hit all variants alike.
 
-Run (prints one JSON object; defaults take < 3 minutes on a 2-core CPU for
-``mlp``, and on one GPU for ``mlp`` + ``resnet18``)::
+Reported (ratios are to the dense median step): ``steady_ratio``,
+``mask_update_ratio``, ``packed_steady_ratio``, ``gradual_mean_ratio`` (gradual
+window mean / dense mean), ``argsort_mask_update_ratio`` ((dense + argsort
+masks) / dense) and, for comparison, ``topk_standalone_mask_update_ratio``;
+mask memory (uint8 and packed) against parameter memory; and diagnostics: each
+jitted step's compile-cache size after timing (1 = no recompilation), the
+compiled step's scratch bytes (``memory_analysis``; a ``lax.cond`` reserves
+scratch for its branch even when not taken) and minor page faults per call.
+
+On CPU with glibc, a step whose scratch exceeds 32 MiB gets it from a fresh
+``mmap`` every call and page-faults all its temporaries; ``--malloc-no-mmap``
+turns that off (``mallopt``) to show the overhead without it.
+
+Run (prints one JSON object, progress on stderr)::
 
     python -m benchmarks.sparsity_overhead
     python -m benchmarks.sparsity_overhead --workloads mlp,resnet18 \\
-        --steps 10 --rounds 5 --json-out /tmp/sparsity_overhead.json
+        --steps 20 --rounds 7 --json-out /tmp/sparsity_overhead.json
 
-On a GPU machine the same command runs both workloads by default (install the
-CUDA jax wheels first, e.g. ``pip install -U "jax[cuda12]"``).
+Defaults: ``mlp`` on CPU (about 40 s on 2 cores), ``mlp,resnet18`` when the
+default device is an accelerator (about 65 s on one H200, compiles included).
+On a GPU machine the command is the same; jax must be a CUDA build (e.g.
+``pip install -U "jax[cuda12]"``).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import ctypes
 import dataclasses
 import datetime
 import json
+import resource
 import statistics
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -55,7 +68,6 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import flatsparse as fs
@@ -129,7 +141,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, batch_stats
 
-    def step(params, opt_state, batch_stats, batch):
+    def step(params: PyTree, opt_state: PyTree, batch_stats: PyTree,
+             batch: Batch) -> tuple[PyTree, PyTree, PyTree, jax.Array]:
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, batch_stats, batch)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -162,6 +175,11 @@ def make_transforms() -> dict[str, optax.GradientTransformation]:
 # ---- timed things -------------------------------------------------------------
 
 
+def log(message: str) -> None:
+    """Progress on stderr (stdout carries only the JSON object)."""
+    print(f"[sparsity_overhead] {message}", file=sys.stderr, flush=True)
+
+
 def timed_call(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     """Runs ``fn(*args)``, blocks on the result; returns it and seconds taken."""
     start = time.perf_counter()
@@ -185,6 +203,13 @@ class StepRunner:
         self._fresh = lambda: (copy(params), init(params), copy(batch_stats))
         self.state: State = self._fresh()
 
+    def temp_bytes(self) -> int | None:
+        """Scratch memory of the compiled step (both ``lax.cond`` branches)."""
+        spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                            (*self.state, self.batch))
+        analysis = self.step.lower(*spec).compile().memory_analysis()
+        return getattr(analysis, "temp_size_in_bytes", None)
+
     def run(self, n: int) -> list[float]:
         if self.window is not None:
             self.state, n = jax.block_until_ready(self._fresh()), self.window
@@ -206,24 +231,52 @@ class FnRunner:
         return [timed_call(self.fn, *self.args)[1] for _ in range(n)]
 
 
-def time_interleaved(runners: dict[str, Any], reps: dict[str, int],
-                     rounds: int) -> dict[str, list[list[float]]]:
-    """Warm-up, then ``rounds`` rounds; returns ``{name: [round times]}``."""
-    for runner in runners.values():
-        runner.run(WARMUP_STEPS)
-    times: dict[str, list[list[float]]] = {name: [] for name in runners}
+Runner = StepRunner | FnRunner
+
+
+def warm_up(runners: dict[str, Runner]) -> None:
+    """Compiles and runs every variant ``WARMUP_STEPS`` times, in threads
+    (XLA compiles without the GIL, so several variants compile at once)."""
+    with concurrent.futures.ThreadPoolExecutor(len(runners)) as pool:
+        list(pool.map(lambda r: r.run(WARMUP_STEPS), runners.values()))
+
+
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+@dataclasses.dataclass
+class Timings:
+    rounds: list[list[float]] = dataclasses.field(default_factory=list)
+    faults: int = 0  # Minor page faults of this process during the calls.
+
+    @property
+    def samples(self) -> int:
+        return sum(len(r) for r in self.rounds)
+
+
+def time_interleaved(runners: dict[str, Runner], reps: dict[str, int],
+                     rounds: int) -> dict[str, Timings]:
+    """Warm-up, then ``rounds`` rounds of ``reps[name]`` calls per runner."""
+    start = time.perf_counter()
+    warm_up(runners)
+    log(f"compiled and warmed up {', '.join(runners)} in "
+        f"{time.perf_counter() - start:.1f}s; timing {rounds} rounds")
+    times = {name: Timings() for name in runners}
     for _ in range(rounds):
         for name, runner in runners.items():
-            times[name].append(runner.run(reps[name]))
+            faults = minor_faults()
+            times[name].rounds.append(runner.run(reps[name]))
+            times[name].faults += minor_faults() - faults
     return times
 
 
-def median_ms(rounds: list[list[float]]) -> float:
-    return 1e3 * statistics.median(t for r in rounds for t in r)
+def median_ms(t: Timings) -> float:
+    return 1e3 * statistics.median(x for r in t.rounds for x in r)
 
 
-def mean_ms(rounds: list[list[float]]) -> float:
-    return 1e3 * statistics.fmean(t for r in rounds for t in r)
+def mean_ms(t: Timings) -> float:
+    return 1e3 * statistics.fmean(x for r in t.rounds for x in r)
 
 
 # ---- masks --------------------------------------------------------------------
@@ -272,65 +325,84 @@ def mask_nbytes(opt_state: PyTree) -> int:
 
 
 def cache_size(fn: Any) -> int | None:
+    """Compiled entries of a jitted function (None where jax lacks the API)."""
     size = getattr(fn, "_cache_size", None)
     return size() if callable(size) else None
+
+
+def make_runners(workload: Workload, params: PyTree, batch_stats: PyTree,
+                 batch: Batch) -> dict[str, Runner]:
+    """Every train-step variant, then the two all-leaf mask functions."""
+    has_bs = bool(jax.tree.leaves(batch_stats))
+    runners: dict[str, Runner] = {
+        name: StepRunner(make_train_step(workload.model, tx, has_bs), tx,
+                         params, batch_stats, batch,
+                         GRADUAL_WINDOW if name == "gradual" else None)
+        for name, tx in make_transforms().items()}
+    leaves = prunable(params)
+    runners["argsort_masks"] = FnRunner(all_masks_fn(argsort_topk_mask), leaves)
+    runners["topk_masks"] = FnRunner(all_masks_fn(flatsparse_topk_mask), leaves)
+    return runners
+
+
+def ratios(ms: dict[str, float], gradual_ms: float,
+           dense_mean_ms: float) -> dict[str, float]:
+    dense = ms["dense"]
+    return {
+        "steady_ratio": ms["pruned_steady"] / dense,
+        "mask_update_ratio": ms["pruned_mask_update"] / dense,
+        "packed_steady_ratio": ms["pruned_packed_steady"] / dense,
+        "gradual_mean_ratio": gradual_ms / dense_mean_ms,
+        "argsort_mask_update_ratio": (dense + ms["argsort_masks"]) / dense,
+        "topk_standalone_mask_update_ratio": (dense + ms["topk_masks"]) / dense,
+    }
 
 
 def bench_workload(workload: Workload, steps: int, rounds: int,
                    mask_reps: int) -> dict[str, Any]:
     """Times every variant of one workload; returns its JSON section."""
     start = time.perf_counter()
+    log(f"workload {workload.name}")
     batch = make_batch(workload)
     params, batch_stats = init_variables(workload, batch)
-    has_bs = bool(jax.tree.leaves(batch_stats))
-    runners: dict[str, Any] = {}
-    for name, tx in make_transforms().items():
-        runners[name] = StepRunner(
-            make_train_step(workload.model, tx, has_bs), tx, params,
-            batch_stats, batch, GRADUAL_WINDOW if name == "gradual" else None)
-    leaves = prunable(params)
-    runners["argsort_masks"] = FnRunner(all_masks_fn(argsort_topk_mask), leaves)
-    runners["topk_masks"] = FnRunner(all_masks_fn(flatsparse_topk_mask), leaves)
-    reps = {name: steps for name in runners}
-    reps.update(argsort_masks=mask_reps, topk_masks=mask_reps)
+    runners = make_runners(workload, params, batch_stats, batch)
+    reps = {name: mask_reps if isinstance(r, FnRunner) else steps
+            for name, r in runners.items()}
     times = time_interleaved(runners, reps, rounds)
+    train = {n: r for n, r in runners.items() if isinstance(r, StepRunner)}
+    cache_sizes = {name: cache_size(r.step) for name, r in train.items()}
+    with concurrent.futures.ThreadPoolExecutor(len(train)) as pool:
+        temp_bytes = dict(zip(train, pool.map(StepRunner.temp_bytes,
+                                              train.values())))
 
     ms = {name: median_ms(t) for name, t in times.items()}
-    gradual_window_ms = 1e3 * statistics.median(
-        statistics.fmean(r) for r in times["gradual"])
-    dense, dense_mean = ms["dense"], mean_ms(times["dense"])
-    states = {name: r.state for name, r in runners.items()
-              if isinstance(r, StepRunner)}
+    gradual_ms = 1e3 * statistics.median(
+        statistics.fmean(r) for r in times["gradual"].rounds)
+    del ms["gradual"]  # A window mean, not a median, is its figure.
+    dense_mean = mean_ms(times["dense"])
+    sparsity = {name: fs.sparsity.summarize_sparsity(train[name].state[0])[
+        "prunable_sparsity"] for name in ("pruned_mask_update", "gradual")}
     return {
         "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
-        "num_prunable_leaves": len(leaves),
-        "median_step_ms": {k: round(v, 3) for k, v in ms.items()
-                           if k != "gradual"},
+        "num_prunable_leaves": len(prunable(params)),
+        "median_step_ms": {k: round(v, 3) for k, v in ms.items()},
         "dense_mean_step_ms": round(dense_mean, 3),
-        "gradual_window_mean_step_ms": round(gradual_window_ms, 3),
-        "ratios": {
-            "steady_ratio": ms["pruned_steady"] / dense,
-            "mask_update_ratio": ms["pruned_mask_update"] / dense,
-            "packed_steady_ratio": ms["pruned_packed_steady"] / dense,
-            "gradual_mean_ratio": gradual_window_ms / dense_mean,
-            "argsort_mask_update_ratio": (dense + ms["argsort_masks"]) / dense,
-            "topk_standalone_mask_update_ratio":
-                (dense + ms["topk_masks"]) / dense,
-        },
+        "gradual_window_mean_step_ms": round(gradual_ms, 3),
+        "ratios": {k: round(v, 4) for k, v in
+                   ratios(ms, gradual_ms, dense_mean).items()},
         "memory_bytes": {
             "params": tree_nbytes(params),
-            "prunable_params": tree_nbytes(leaves),
-            "masks_uint8": mask_nbytes(states["pruned_steady"][1]),
-            "masks_packed": mask_nbytes(states["pruned_packed_steady"][1]),
+            "prunable_params": tree_nbytes(prunable(params)),
+            "masks_uint8": mask_nbytes(train["pruned_steady"].state[1]),
+            "masks_packed": mask_nbytes(train["pruned_packed_steady"].state[1]),
         },
-        "final_prunable_sparsity": {
-            name: fs.sparsity.summarize_sparsity(states[name][0])[
-                "prunable_sparsity"]
-            for name in ("pruned_mask_update", "gradual")},
-        "jit_cache_sizes": {name: cache_size(r.step)
-                            for name, r in runners.items()
-                            if isinstance(r, StepRunner)},
-        "samples": {name: sum(len(r) for r in t) for name, t in times.items()},
+        "final_prunable_sparsity": sparsity,
+        "jit_cache_sizes": cache_sizes,
+        "no_recompilation": all(c in (None, 1) for c in cache_sizes.values()),
+        "compiled_temp_bytes": temp_bytes,
+        "minor_page_faults_per_call": {
+            name: round(t.faults / t.samples) for name, t in times.items()},
+        "samples": {name: t.samples for name, t in times.items()},
         "wall_s": round(time.perf_counter() - start, 1),
     }
 
@@ -347,6 +419,21 @@ def bench_leaf(rounds: int, reps: int) -> dict[str, float]:
 
 
 # ---- main ---------------------------------------------------------------------
+
+
+def disable_malloc_mmap() -> bool:
+    """glibc: serve large blocks from the heap and keep it (no page faults).
+
+    By default glibc maps every block above 32 MiB afresh, so a step whose
+    compiled scratch exceeds that page-faults all its temporaries each call.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)
+                and libc.mallopt(m_trim_threshold, 2**30))
 
 
 def device_info() -> dict[str, Any]:
@@ -369,12 +456,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--workloads", default=None,
         help="Comma-separated subset of: " + ",".join(WORKLOADS)
         + ". Default: mlp on CPU, mlp,resnet18 on an accelerator.")
-    parser.add_argument("--steps", type=int, default=10,
+    parser.add_argument("--steps", type=int, default=20,
                         help="Timed steps per variant per round.")
-    parser.add_argument("--rounds", type=int, default=5,
+    parser.add_argument("--rounds", type=int, default=7,
                         help="Interleaved rounds.")
     parser.add_argument("--mask-reps", type=int, default=2,
                         help="Timed calls of each mask function per round.")
+    parser.add_argument(
+        "--malloc-no-mmap", action="store_true",
+        help="CPU/glibc: never mmap large blocks (see disable_malloc_mmap); "
+        "shows the overhead without per-step page faults.")
     parser.add_argument("--json-out", default=None,
                         help="Also write the JSON object to this path.")
     return parser.parse_args(argv)
@@ -382,6 +473,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    no_mmap = args.malloc_no_mmap and disable_malloc_mmap()
     start = time.perf_counter()
     on_cpu = jax.devices()[0].platform == "cpu"
     names = (args.workloads or ("mlp" if on_cpu else "mlp,resnet18")).split(",")
@@ -394,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "device": device_info(),
         "config": {"steps": args.steps, "rounds": args.rounds,
                    "mask_reps": args.mask_reps, "warmup": WARMUP_STEPS,
+                   "malloc_no_mmap": no_mmap,
                    "batch_size": BATCH_SIZE, "sparsity": SPARSITY,
                    "optimizer": "sgd(0.1, momentum=0.9)",
                    "gradual": f"Polynomial(update_freq={GRADUAL_FREQ}, "

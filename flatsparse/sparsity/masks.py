@@ -29,8 +29,8 @@ Array = jax.Array
 
 __all__ = [
     "ordered_key",
-    "kth_largest_key",
     "topk_mask",
+    "topk_masks",
     "topk_masks_global",
     "num_to_keep",
     "Unstructured",
@@ -38,6 +38,7 @@ __all__ = [
     "Block",
     "Channel",
     "Structure",
+    "masks_for_leaves",
     "parse_structure",
     "MASK_STORAGES",
     "pack_mask",
@@ -59,48 +60,86 @@ def ordered_key(scores: Array) -> Array:
   return jnp.where(negative, ~bits, bits | _SIGN_BIT)
 
 
-def kth_largest_key(keys: Sequence[Array], k: Array | int) -> Array:
-  """Largest key ``t`` with ``#{key >= t} >= k``, over several arrays at once.
+def _count(keys: Sequence[Array], groups: Sequence[int], num_groups: int,
+           pred) -> Array:
+  """Per-group sum of ``pred(i, key, group)`` over flat key arrays."""
+  counts = [jnp.int32(0)] * num_groups
+  for i, (key, g) in enumerate(zip(keys, groups)):
+    counts[g] = counts[g] + jnp.sum(pred(i, key, g), dtype=jnp.int32)
+  return jnp.stack(counts)
 
-  Bisection on the bit pattern: 32 counting passes, no sort. For ``k = 0`` it
-  returns the maximum key (so nothing is strictly above it).
+
+def _select_top(keys: Sequence[Array], groups: Sequence[int],
+                ks: Array) -> list[Array]:
+  """Exact top-k per group of flat uint32 key arrays, without sorting.
+
+  Every group ``g`` (one or several arrays sharing one budget ``ks[g]``) gets
+  the largest threshold ``t_g`` with ``#{key >= t_g} >= k_g``, all groups in one
+  32-step bisection on the bit pattern (one loop, not one per leaf: that is
+  what makes it fast on accelerators). Entries above ``t_g`` are kept; ties at
+  ``t_g`` are kept in flat-index order (arrays in sequence order) until the
+  budget is met, by a second bisection on the index, run only when some group
+  has more ties than room. No cumsum, no sort, no index buffer.
   """
-  k = jnp.asarray(k, jnp.int32)
+  num_groups = int(ks.shape[0])
 
-  def body(bit, threshold):
-    candidate = threshold | (jnp.uint32(1) << (31 - bit).astype(jnp.uint32))
-    count = sum(jnp.sum(key >= candidate, dtype=jnp.int32) for key in keys)
-    return jnp.where(count >= k, candidate, threshold)
+  def bisect_value(bit, thresholds):
+    cand = thresholds | (jnp.uint32(1) << (31 - bit).astype(jnp.uint32))
+    counts = _count(keys, groups, num_groups, lambda i, k, g: k >= cand[g])
+    return jnp.where(counts >= ks, cand, thresholds)
 
-  return jax.lax.fori_loop(0, 32, body, jnp.uint32(0))
+  thresholds = jax.lax.fori_loop(0, 32, bisect_value,
+                                 jnp.zeros(num_groups, jnp.uint32))
+  above = _count(keys, groups, num_groups, lambda i, k, g: k > thresholds[g])
+  ties = _count(keys, groups, num_groups, lambda i, k, g: k == thresholds[g])
+  room = ks - above
+  # Global flat index of each array's first entry within its group.
+  offsets, seen = [], [0] * num_groups
+  for key, g in zip(keys, groups):
+    offsets.append(seen[g])
+    seen[g] += key.size
+  index_bits = max(max(seen), 1).bit_length()
+
+  def index_of(i):
+    return jax.lax.iota(jnp.int32, keys[i].size) + offsets[i]
+
+  def last_tie_index():
+    # Largest J with #{tie & index < J} < room; ties with index <= J are kept.
+    def bisect_index(bit, js):
+      cand = js | (jnp.int32(1) << (index_bits - 1 - bit))
+      counts = _count(keys, groups, num_groups, lambda i, k, g: (
+          k == thresholds[g]) & (index_of(i) < cand[g]))
+      return jnp.where(counts < room, cand, js)
+    js = jax.lax.fori_loop(0, index_bits, bisect_index,
+                           jnp.zeros(num_groups, jnp.int32))
+    return jnp.where(room > 0, js, -1)
+
+  every_tie = jnp.full(num_groups, jnp.iinfo(jnp.int32).max, jnp.int32)
+  last = jax.lax.cond(jnp.any(ties > room), last_tie_index, lambda: every_tie)
+  return [(key > thresholds[g]) |
+          ((key == thresholds[g]) & (index_of(i) <= last[g]))
+          for i, (key, g) in enumerate(zip(keys, groups))]
 
 
-def _select_at_threshold(keys: Sequence[Array], k: Array) -> list[Array]:
-  """Keeps keys above the threshold, plus the first ties in flat-index order."""
-  threshold = kth_largest_key(keys, k)
-  above = [key > threshold for key in keys]
-  room = k - sum(jnp.sum(a, dtype=jnp.int32) for a in above)
-  masks, offset = [], jnp.int32(0)
-  for key, a in zip(keys, above):
-    tie = (key == threshold).reshape(-1)
-    rank = jnp.cumsum(tie, dtype=jnp.int32) + offset  # 1-based rank among ties
-    keep_tie = tie & (rank <= room)
-    masks.append(a | keep_tie.reshape(key.shape))
-    offset = offset + jnp.sum(tie, dtype=jnp.int32)
-  return masks
+def topk_masks(scores: Sequence[Array], ks: Sequence[Array | int]
+               ) -> list[Array]:
+  """Boolean masks keeping exactly ``ks[i]`` largest entries of ``scores[i]``.
+
+  All arrays are handled in one joint bisection (see :func:`_select_top`).
+  Scores of any float dtype are compared in float32; ``ks`` may be traced.
+  Ties are broken by flat index, lower index kept.
+  """
+  if not scores:
+    return []
+  keys = [ordered_key(s).reshape(-1) for s in scores]
+  ks = jnp.stack([jnp.asarray(k, jnp.int32) for k in ks])
+  flat = _select_top(keys, list(range(len(keys))), ks)
+  return [m.reshape(s.shape) for m, s in zip(flat, scores)]
 
 
 def topk_mask(scores: Array, k: Array | int) -> Array:
-  """Boolean mask of the ``k`` largest entries of ``scores`` (exactly ``k``).
-
-  Args:
-    scores: any shape, any float dtype (compared in float32).
-    k: number of entries to keep; may be traced.
-
-  Returns:
-    A bool array shaped like ``scores`` with exactly ``min(k, size)`` True.
-  """
-  return _select_at_threshold([ordered_key(scores)], jnp.asarray(k, jnp.int32))[0]
+  """Boolean mask of the ``k`` largest entries of ``scores`` (exactly ``k``)."""
+  return topk_masks([scores], [k])[0]
 
 
 def topk_masks_global(scores: Sequence[Array], k: Array | int) -> list[Array]:
@@ -109,8 +148,12 @@ def topk_masks_global(scores: Sequence[Array], k: Array | int) -> list[Array]:
   Counting runs over each array in place: nothing is concatenated. Ties are
   broken by position in the sequence, then flat index.
   """
-  keys = [ordered_key(s) for s in scores]
-  return _select_at_threshold(keys, jnp.asarray(k, jnp.int32))
+  if not scores:
+    return []
+  keys = [ordered_key(s).reshape(-1) for s in scores]
+  flat = _select_top(keys, [0] * len(keys),
+                     jnp.asarray(k, jnp.int32).reshape(1))
+  return [m.reshape(s.shape) for m, s in zip(flat, scores)]
 
 
 def num_to_keep(size: int, sparsity: Array | float) -> Array:
@@ -135,8 +178,15 @@ class Unstructured:
   def fixed_sparsity(self) -> float | None:
     return None
 
+  def pool(self, scores: Array) -> Array:
+    return scores
+
+  def expand(self, pooled_mask: Array, shape: tuple[int, ...]) -> Array:
+    del shape
+    return pooled_mask
+
   def mask(self, scores: Array, sparsity: Array | float) -> Array:
-    return topk_mask(scores, num_to_keep(scores.size, sparsity))
+    return masks_for_leaves(self, [scores], [sparsity])[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,18 +255,26 @@ class Block:
   def fixed_sparsity(self) -> float | None:
     return None
 
-  def mask(self, scores: Array, sparsity: Array | float) -> Array:
-    lead = scores.shape[:scores.ndim - len(self.shape)]
+  def _split(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...],
+                                                    tuple[int, ...]]:
+    lead = shape[:len(shape) - len(self.shape)]
     split = []
-    for size, b in zip(scores.shape[len(lead):], self.shape):
+    for size, b in zip(shape[len(lead):], self.shape):
       split += [size // b, b]
-    tiled = scores.reshape(*lead, *split)
     block_axes = tuple(len(lead) + 2 * i + 1 for i in range(len(self.shape)))
-    block_scores = jnp.sum(tiled.astype(jnp.float32), axis=block_axes,
-                           keepdims=True)
-    block_mask = topk_mask(block_scores,
-                           num_to_keep(block_scores.size, sparsity))
-    return jnp.broadcast_to(block_mask, tiled.shape).reshape(scores.shape)
+    return (*lead, *split), block_axes
+
+  def pool(self, scores: Array) -> Array:
+    tiled, block_axes = self._split(scores.shape)
+    return jnp.sum(scores.reshape(tiled).astype(jnp.float32), axis=block_axes,
+                   keepdims=True)
+
+  def expand(self, pooled_mask: Array, shape: tuple[int, ...]) -> Array:
+    tiled, _ = self._split(shape)
+    return jnp.broadcast_to(pooled_mask, tiled).reshape(shape)
+
+  def mask(self, scores: Array, sparsity: Array | float) -> Array:
+    return masks_for_leaves(self, [scores], [sparsity])[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,17 +289,35 @@ class Channel:
   def fixed_sparsity(self) -> float | None:
     return None
 
-  def mask(self, scores: Array, sparsity: Array | float) -> Array:
+  def pool(self, scores: Array) -> Array:
     axis = self.axis % scores.ndim
     others = tuple(i for i in range(scores.ndim) if i != axis)
-    channel_scores = jnp.sum(scores.astype(jnp.float32), axis=others,
-                             keepdims=True)
-    keep = topk_mask(channel_scores,
-                     num_to_keep(channel_scores.size, sparsity))
-    return jnp.broadcast_to(keep, scores.shape)
+    return jnp.sum(scores.astype(jnp.float32), axis=others, keepdims=True)
+
+  def expand(self, pooled_mask: Array, shape: tuple[int, ...]) -> Array:
+    return jnp.broadcast_to(pooled_mask, shape)
+
+  def mask(self, scores: Array, sparsity: Array | float) -> Array:
+    return masks_for_leaves(self, [scores], [sparsity])[0]
 
 
 Structure = Unstructured | NM | Block | Channel
+
+
+def masks_for_leaves(structure: Structure, scores: Sequence[Array],
+                     sparsities: Sequence[Array | float]) -> list[Array]:
+  """Masks of several leaves at their sparsities, in one joint top-k.
+
+  Pooling structures (unstructured, block, channel) score their units, select
+  exactly ``units - round(s * units)`` per leaf, and expand back; N:M ranks
+  inside each group.
+  """
+  if isinstance(structure, NM):
+    return [structure.mask(s, sp) for s, sp in zip(scores, sparsities)]
+  pooled = [structure.pool(s) for s in scores]
+  chosen = topk_masks(pooled, [num_to_keep(p.size, sp)
+                               for p, sp in zip(pooled, sparsities)])
+  return [structure.expand(m, s.shape) for m, s in zip(chosen, scores)]
 
 
 def parse_structure(spec: str | Structure | None) -> Structure:

@@ -6,13 +6,14 @@ key). Per step ``t``, with parameters ``p``, gradients ``g`` and old masks
 ``m0``::
 
     u      = inner.update(g, inner_state, p)              # any optax optimizer
-    w      = m0 * (p + u)                                 # candidate weights
-    m1     = new_masks(w, g, m0, t) if is_update_step(t) else m0
-    u'     = m1 * m0 * (p + u) - p                        # masked weights -> 0
+    m1     = new_masks(p, g, m0, t) if is_update_step(t) else m0
+    u'     = where(m0 & m1, u, -p)                        # masked weights -> 0
 
 so ``optax.apply_updates(p, u')`` alone keeps the model exactly sparse
-(``p + (0 - p) == 0`` in floating point); no second call in the training loop.
-Weights that (re)grow start at zero, and their optimizer moments are reset.
+(``p + (-p) == 0`` in floating point) and kept weights get exactly the inner
+update; no second call in the training loop. Scores see the current weights
+and gradients (as RigL does). Weights that (re)grow start at zero, and for
+algorithms that regrow (SET, RigL, AC/DC) their optimizer moments are reset.
 STE variants leave the dense weights untouched (``u' = u``) and the forward pass
 uses :func:`masked_params`.
 
@@ -26,7 +27,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +65,8 @@ class SparseState(NamedTuple):
       last axis) for each prunable leaf, ``None`` for dense leaves.
     count: int32 number of ``update`` calls so far (keep it unbatched under
       ``vmap``; see :func:`vmap_axes`).
-    key: PRNG key, split once per step.
+    key: base PRNG key; step ``t`` uses ``fold_in(key, t)``, computed only on
+      mask-update steps.
   """
 
   inner_state: optax.OptState
@@ -95,8 +97,12 @@ class SparseUpdater:
     mask_storage: ``'uint8'`` (1 byte per weight) or ``'packed'`` (1 bit).
     seed: seeds the PRNG key kept in the state.
     ste: straight-through: weights stay dense, the forward pass masks them.
-    reset_moments_on_grow: zero optimizer moments of weights that (re)grow.
+    reset_moments_on_grow: zero optimizer moments of weights that regrow
+      (only for algorithms with ``regrows``: SET, RigL, AC/DC; prune-by-score
+      masks are nested, so nothing regrows).
   """
+
+  regrows: ClassVar[bool] = False
 
   sparsity: Any = 0.0
   distribution: str = "uniform"
@@ -154,7 +160,7 @@ class SparseUpdater:
     """Masks before the first step: dense (all ones) for prune-by-score."""
     del key
     return _map_masked(
-        lambda t, p: None if t is None else jnp.ones(p.shape, bool),
+        lambda t, p: None if t is None else jnp.ones_like(p, dtype=bool),
         self._targets_tree(params), params)
 
   def _scores(self, weights: Any, grads: Any, old: Any, key: Array) -> Any:
@@ -172,12 +178,24 @@ class SparseUpdater:
 
   def new_masks(self, weights: Any, grads: Any, old: Any, step: Array,
                 key: Array) -> Any:
-    """Masks at an update step, leaf by leaf at the scheduled sparsity."""
+    """Masks at an update step, every leaf at its scheduled sparsity."""
     scores = self._scores(weights, grads, old, key)
-    return _map_masked(
-        lambda t, s: None if t is None else self.structure.mask(
-            s, self.schedule.sparsity(step, t)),
-        self._targets_tree(weights), scores)
+    targets = self._targets_tree(weights)
+    return self._masks_at(scores, _map_masked(
+        lambda t: None if t is None else self.schedule.sparsity(step, t),
+        targets))
+
+  def _masks_at(self, scores: Any, sparsities: Any) -> Any:
+    """Masks from score and sparsity trees (None = dense), one joint top-k."""
+    flat, treedef = jax.tree.flatten(sparsities, is_leaf=_is_none)
+    score_leaves = treedef.flatten_up_to(scores)
+    idx = [i for i, t in enumerate(flat) if t is not None]
+    chosen = masks_lib.masks_for_leaves(
+        self.structure, [score_leaves[i] for i in idx], [flat[i] for i in idx])
+    out = [None] * len(flat)
+    for i, m in zip(idx, chosen):
+      out[i] = m
+    return treedef.unflatten(out)
 
   # ---- storage ------------------------------------------------------------
 
@@ -203,7 +221,8 @@ class SparseUpdater:
 
     def init_fn(params):
       key = jax.random.PRNGKey(self.seed)
-      masks = self.init_masks(params, key)
+      masks = _map_masked(lambda m, p: None if m is None else _place_like(m, p),
+                          self.init_masks(params, key), params)
       return SparseState(inner_state=inner.init(params),
                          masks=self._store(masks),
                          count=jnp.zeros([], jnp.int32), key=key)
@@ -217,29 +236,41 @@ class SparseUpdater:
       inner_updates, inner_state = inner.update(
           updates, state.inner_state, params, **extra)
       old = self._load(state.masks, params)
-      key, mask_key = jax.random.split(state.key)
-      stepped = jax.tree.map(lambda p, u: p + u.astype(p.dtype), params,
-                             inner_updates)
-      weights = _map_masked(
-          lambda m, w: w if (m is None or self.ste) else w * m, old, stepped)
-      new = jax.lax.cond(
-          self.is_update_step(state.count),
-          lambda: self.new_masks(weights, grads, old, state.count, mask_key),
-          lambda: old)
-      if self.ste:
-        final_updates = inner_updates
-      else:
-        final_updates = _map_masked(
-            lambda m0, m1, w, p, u: u if m0 is None else
-            (w * (m0 & m1).astype(w.dtype) - p).astype(u.dtype),
-            old, new, stepped, params, inner_updates)
-      if self.reset_moments_on_grow:
+
+      def refresh(stored):
+        # A fresh key per step without paying for a split on steady steps.
+        mask_key = jax.random.fold_in(state.key, state.count)
+        # Scores see the current weights p (pruned ones are 0) and gradients,
+        # as in RigL; STE scores p + u, the weights its next forward pass uses.
+        weights = params if not self.ste else jax.tree.map(
+            lambda p, u: p + u.astype(p.dtype), params, inner_updates)
+        return self._store(self.new_masks(
+            weights, grads, self._load(stored, params), state.count, mask_key))
+
+      # The branch reads only buffers that exist anyway (params, grads, masks),
+      # so a steady step still fuses the inner update with the masking below.
+      stored = jax.lax.cond(self.is_update_step(state.count), refresh,
+                            lambda stored: stored, state.masks)
+      new = self._load(stored, params)
+      if self.regrows and self.reset_moments_on_grow:
         grown = _map_masked(
             lambda m0, m1: None if m0 is None else m1 & ~m0, old, new)
         inner_state = reset_where_grown(inner_state, grown, params)
+      if self.ste:
+        final_updates = inner_updates
+      else:
+        # Kept weights get exactly u; others land on p + (-p) == 0 exactly.
+        # Regrown weights (m1 & ~m0) start at 0; without regrowth m1 alone
+        # suffices, and not reading the old masks after the cond lets XLA
+        # reuse their buffer instead of copying it every step.
+        keep = (_map_masked(lambda m0, m1: None if m0 is None else m0 & m1,
+                            old, new) if self.regrows else new)
+        final_updates = _map_masked(
+            lambda m, p, u: u if m is None else
+            jnp.where(m, u, -p.astype(u.dtype)), keep, params, inner_updates)
       return final_updates, SparseState(
-          inner_state=inner_state, masks=self._store(new),
-          count=state.count + 1, key=key)
+          inner_state=inner_state, masks=stored, count=state.count + 1,
+          key=state.key)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -255,13 +286,18 @@ class SparseUpdater:
     key = jax.random.PRNGKey(self.seed) if key is None else key
     targets = self._targets_tree(params)
     grads = jax.tree.map(lambda _: None, params) if grads is None else grads
-    score_fn = scores_lib.get_score(self.score)
-    keys = iter(jax.random.split(key, max(len(jax.tree.leaves(params)), 1)))
-    new = _map_masked(
-        lambda t, p, g: None if t is None else self.structure.mask(
-            score_fn(p, g, next(keys)), t),
-        targets, params, grads)
+    dense = _map_masked(lambda t, p: None if t is None else
+                        jnp.ones_like(p, dtype=bool), targets, params)
+    scores = self._scores(params, grads, dense, key)
+    new = self._masks_at(scores, targets)
     return apply_masks(params, new), new
+
+
+def _place_like(x: Array, like: Any) -> Array:
+  """Puts ``x`` on ``like``'s sharding (eager init); a no-op under tracing."""
+  if isinstance(like, jax.Array) and not isinstance(like, jax.core.Tracer):
+    return jax.device_put(x, like.sharding)
+  return x
 
 
 def apply_masks(params: Any, masks: Any) -> Any:

@@ -246,11 +246,6 @@ def test_packed_masks_follow_param_sharding_where_divisible():
       assert mask.sharding.is_fully_replicated, (name, mask.sharding)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SparseUpdater.init_masks builds masks with jnp.ones(p.shape), so an "
-    "eager tx.init(params) leaves them on one device while optax's adam "
-    "moments (zeros_like) follow the params' sharding")
 def test_eager_init_masks_follow_param_sharding():
   params, _, _ = place("data_model", init_params(jax.random.PRNGKey(0)),
                        *make_data())

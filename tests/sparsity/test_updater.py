@@ -36,7 +36,8 @@ def test_one_step_hand_computed():
   tx = fs.sparsity.magnitude_pruning(sparsity=0.5).wrap(optax.sgd(0.1))
   updates, state = tx.update(grads, tx.init(params), params)
   new = optax.apply_updates(params, updates)
-  # p + u = [[0.9, -3.1], [1.9, 0.4]] -> keep the 2 largest |.|: -3.1 and 1.9.
+  # Scores are the current |p| = [[1, 3], [2, 0.5]]: keep 3 and 2; kept weights
+  # get exactly u = -0.1 g, pruned ones land on 0.
   np.testing.assert_allclose(new["w"], [[0.0, -3.1], [1.9, 0.0]], rtol=1e-6)
   np.testing.assert_allclose(new["b"], [0.9, 0.9], rtol=1e-6)
   np.testing.assert_array_equal(state.masks["w"], [[0, 1], [1, 0]])

@@ -15,7 +15,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,8 @@ __all__ = ["ACDC", "acdc"]
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ACDC(SparseUpdater):
   """AC/DC phases; ``schedule`` is unused (phases define the updates)."""
+
+  regrows: ClassVar[bool] = True
 
   warmup_steps: int = 100
   sparse_steps: int = 50

@@ -17,7 +17,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -41,9 +41,9 @@ class StaticSparse(SparseUpdater):
     targets = self._targets_tree(params)
     leaves = jax.tree.leaves(targets, is_leaf=lambda x: x is None)
     keys = iter(jax.random.split(key, max(len(leaves), 1)))
-    return _map_masked(
-        lambda t, p: None if t is None else self.structure.mask(
-            jax.random.uniform(next(keys), p.shape), t), targets, params)
+    noise = _map_masked(lambda t, p: None if t is None else
+                        jax.random.uniform(next(keys), p.shape), targets, params)
+    return self._masks_at(noise, targets)
 
   def instant_sparsify(self, params, grads=None, key=None):
     """Applies the masks ``init`` draws (same seed), so both agree."""
@@ -56,6 +56,8 @@ class StaticSparse(SparseUpdater):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DynamicSparse(StaticSparse):
   """Drop-and-grow at constant sparsity (``grow='random'`` SET, else RigL)."""
+
+  regrows: ClassVar[bool] = True
 
   schedule: Any = dataclasses.field(
       default_factory=lambda: schedules.Periodic(update_freq=100))
@@ -77,25 +79,29 @@ class DynamicSparse(StaticSparse):
   def new_masks(self, weights, grads, old, step, key):
     fraction = schedules.cosine_drop_fraction(
         self.drop_fraction, self.drop_fraction_end_step)(step)
-    leaves = jax.tree.leaves(old, is_leaf=lambda x: x is None)
-    keys = iter(jax.random.split(key, max(len(leaves), 1)))
-
-    def one(m, w, g):
-      if m is None:
-        return None
-      active = jnp.sum(m, dtype=jnp.int32)
-      n_drop = jnp.round(fraction * active).astype(jnp.int32)
-      keep_scores = jnp.where(m, jnp.abs(w).astype(jnp.float32), -jnp.inf)
-      kept = masks_lib.topk_mask(keep_scores, active - n_drop)
-      if self.grow == "random":
-        grow_scores = jax.random.uniform(next(keys), w.shape)
-      else:
-        grow_scores = jnp.abs(g).astype(jnp.float32)
-      grown = masks_lib.topk_mask(jnp.where(kept, -jnp.inf, grow_scores),
-                                  n_drop)
-      return kept | grown
-
-    return _map_masked(one, old, weights, grads)
+    flat_old, treedef = jax.tree.flatten(old, is_leaf=lambda x: x is None)
+    idx = [i for i, m in enumerate(flat_old) if m is not None]
+    ws = treedef.flatten_up_to(weights)
+    gs = treedef.flatten_up_to(grads)
+    keys = jax.random.split(key, max(len(idx), 1))
+    ms = [flat_old[i] for i in idx]
+    active = [jnp.sum(m, dtype=jnp.int32) for m in ms]
+    n_drop = [jnp.round(fraction * a).astype(jnp.int32) for a in active]
+    kept = masks_lib.topk_masks(
+        [jnp.where(m, jnp.abs(ws[i]).astype(jnp.float32), -jnp.inf)
+         for m, i in zip(ms, idx)],
+        [a - d for a, d in zip(active, n_drop)])
+    if self.grow == "random":
+      grow_scores = [jax.random.uniform(k, ws[i].shape)
+                     for k, i in zip(keys, idx)]
+    else:
+      grow_scores = [jnp.abs(gs[i]).astype(jnp.float32) for i in idx]
+    grown = masks_lib.topk_masks(
+        [jnp.where(k, -jnp.inf, s) for k, s in zip(kept, grow_scores)], n_drop)
+    out = list(flat_old)
+    for i, k, g in zip(idx, kept, grown):
+      out[i] = k | g
+    return treedef.unflatten(out)
 
 
 def static_sparse(**kwargs: Any) -> StaticSparse:
