@@ -14,6 +14,9 @@ params, optimizer state and batch stats donated; only the transform differs:
 * ``pruned_mask_update``: the same wrapper with ``Periodic(update_freq=1)``:
   every step recomputes the masks (exact top-k per leaf).
 * ``pruned_packed_steady``: as ``pruned_steady`` with ``mask_storage='packed'``.
+* ``pruned_host_steady`` / ``pruned_host_mask_update``: host-scheduled mode,
+  the static extra argument ``mask_update=False`` / ``True`` (no conditional
+  in the compiled step).
 * ``gradual``: ``Polynomial(update_freq=10, 0 -> 100)``; each round times the
   100-step window from a fresh state (10 mask updates), reported as its mean.
 * mask functions alone (no train step): the 90% magnitude masks of all
@@ -162,10 +165,19 @@ def make_transforms() -> dict[str, optax.GradientTransformation]:
         return fs.sparsity.magnitude_pruning(
             sparsity=SPARSITY, schedule=schedule, **kwargs).wrap(base())
 
+    def host_scheduled(tx: optax.GradientTransformation, mask_update: bool
+                       ) -> optax.GradientTransformation:
+        """Passes the static ``mask_update`` extra argument on every step."""
+        return optax.GradientTransformationExtraArgs(
+            tx.init, lambda u, s, p=None, **e: tx.update(
+                u, s, p, mask_update=mask_update, **e))
+
     never = fs.sparsity.Periodic(update_freq=1, update_start_step=NEVER)
     return {
         "dense": base(),
         "pruned_steady": pruned(never),
+        "pruned_host_steady": host_scheduled(pruned(never), False),
+        "pruned_host_mask_update": host_scheduled(pruned(never), True),
         "pruned_mask_update": pruned(fs.sparsity.Periodic(update_freq=1)),
         "pruned_packed_steady": pruned(never, mask_storage="packed"),
         "gradual": pruned(fs.sparsity.Polynomial(
@@ -357,6 +369,8 @@ def ratios(ms: dict[str, float], gradual_ms: float,
         "steady_ratio": ms["pruned_steady"] / dense,
         "mask_update_ratio": ms["pruned_mask_update"] / dense,
         "packed_steady_ratio": ms["pruned_packed_steady"] / dense,
+        "host_steady_ratio": ms["pruned_host_steady"] / dense,
+        "host_mask_update_ratio": ms["pruned_host_mask_update"] / dense,
         "gradual_mean_ratio": gradual_ms / dense_mean_ms,
         "argsort_mask_update_ratio": (dense + ms["argsort_masks"]) / dense,
         "topk_standalone_mask_update_ratio": (dense + ms["topk_masks"]) / dense,

@@ -20,6 +20,12 @@ uses :func:`masked_params`.
 The wrapper must be the outermost transformation (last in a chain), or later
 transformations would move pruned weights off zero.
 
+Host-scheduled mask updates: on GPUs, XLA's conditional reads its predicate on
+the host every step. A training loop that knows the step on the host can pass
+``mask_update=bool(updater.is_update_step(t))`` as an extra argument (a static
+argument of its jitted step): two compiled steps, no conditional in either. The
+counter still ticks, and results equal the ``lax.cond`` path.
+
 References:
   Lee et al., "JaxPruner: A concise library for sparsity research", CPAL 2024.
 """
@@ -232,6 +238,11 @@ class SparseUpdater:
         raise ValueError(
             "The sparsity wrapper needs params: call update(grads, state, "
             "params).")
+      mask_update = extra.pop("mask_update", None)
+      if mask_update is not None and not isinstance(mask_update, bool):
+        raise ValueError(
+            "mask_update must be a Python bool (a static argument of the "
+            f"jitted step) or None, got {mask_update!r}.")
       grads = updates
       inner_updates, inner_state = inner.update(
           updates, state.inner_state, params, **extra)
@@ -249,8 +260,11 @@ class SparseUpdater:
 
       # The branch reads only buffers that exist anyway (params, grads, masks),
       # so a steady step still fuses the inner update with the masking below.
-      stored = jax.lax.cond(self.is_update_step(state.count), refresh,
-                            lambda stored: stored, state.masks)
+      if mask_update is None:
+        stored = jax.lax.cond(self.is_update_step(state.count), refresh,
+                              lambda stored: stored, state.masks)
+      else:  # Host-scheduled: no conditional in the compiled step.
+        stored = refresh(state.masks) if mask_update else state.masks
       new = self._load(stored, params)
       if self.regrows and self.reset_moments_on_grow:
         grown = _map_masked(

@@ -216,3 +216,34 @@ def test_reset_where_grown_ignores_non_moment_leaves():
   out = updater_lib.reset_where_grown(state, grown, params)
   assert int(out[0].count) == 1
   np.testing.assert_array_equal(out[0].mu["w"], [[0, 1], [1, 1]])
+
+
+def test_host_scheduled_mask_updates_equal_the_cond_path():
+  schedule = fs.sparsity.Polynomial(update_freq=3, update_start_step=1,
+                                    update_end_step=10)
+  pruner = fs.sparsity.magnitude_pruning(sparsity=0.8, schedule=schedule)
+  tx = pruner.wrap(optax.adam(1e-2))
+  x, y = _data()
+
+  def step(params, state, mask_update=None):
+    grads = jax.grad(_loss)(params, x, y)
+    updates, state = tx.update(grads, state, params, mask_update=mask_update)
+    return optax.apply_updates(params, updates), state
+
+  cond_step = jax.jit(step)
+  host_step = jax.jit(step, static_argnames="mask_update")
+  runs = []
+  for host in (False, True):
+    params = _params()
+    state = tx.init(params)
+    for t in range(14):
+      if host:
+        params, state = host_step(params, state,
+                                  mask_update=bool(pruner.is_update_step(t)))
+      else:
+        params, state = cond_step(params, state)
+    runs.append(params)
+  jax.tree.map(np.testing.assert_array_equal, *runs)
+  with pytest.raises(ValueError, match="mask_update must be a Python bool"):
+    tx.update(jax.grad(_loss)(params, x, y), state, params,
+              mask_update=jnp.asarray(True))
