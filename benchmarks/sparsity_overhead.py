@@ -97,435 +97,512 @@ LEAF_SHAPE = (1024, 1024)
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-    name: str
-    model: nn.Module
-    input_shape: tuple[int, ...]  # One example, without the batch axis.
+  name: str
+  model: nn.Module
+  input_shape: tuple[int, ...]  # One example, without the batch axis.
 
 
 WORKLOADS: dict[str, Callable[[], Workload]] = {
-    "mlp": lambda: Workload(
-        "mlp", models.MLP(hidden=(1024, 1024), num_classes=NUM_CLASSES), (784,)),
-    "resnet18": lambda: Workload(
-        "resnet18", models.ResNet18(num_classes=NUM_CLASSES), (32, 32, 3)),
+  "mlp": lambda: Workload(
+    "mlp", models.MLP(hidden=(1024, 1024), num_classes=NUM_CLASSES), (784,)
+  ),
+  "resnet18": lambda: Workload(
+    "resnet18", models.ResNet18(num_classes=NUM_CLASSES), (32, 32, 3)
+  ),
 }
 
 
 def make_batch(workload: Workload, seed: int = 0) -> Batch:
-    """Fixed synthetic inputs and labels."""
-    kx, ky = jax.random.split(jax.random.PRNGKey(seed))
-    x = jax.random.normal(kx, (BATCH_SIZE, *workload.input_shape), jnp.float32)
-    y = jax.random.randint(ky, (BATCH_SIZE,), 0, NUM_CLASSES)
-    return x, y
+  """Fixed synthetic inputs and labels."""
+  kx, ky = jax.random.split(jax.random.PRNGKey(seed))
+  x = jax.random.normal(kx, (BATCH_SIZE, *workload.input_shape), jnp.float32)
+  y = jax.random.randint(ky, (BATCH_SIZE,), 0, NUM_CLASSES)
+  return x, y
 
 
-def init_variables(workload: Workload, batch: Batch,
-                   seed: int = 0) -> tuple[PyTree, PyTree]:
-    """``(params, batch_stats)``; batch stats are ``{}`` without BatchNorm."""
-    variables = jax.jit(lambda k, x: workload.model.init(k, x, train=False))(
-        jax.random.PRNGKey(seed), batch[0])
-    return variables["params"], variables.get("batch_stats", {})
+def init_variables(
+  workload: Workload, batch: Batch, seed: int = 0
+) -> tuple[PyTree, PyTree]:
+  """``(params, batch_stats)``; batch stats are ``{}`` without BatchNorm."""
+  variables = jax.jit(lambda k, x: workload.model.init(k, x, train=False))(
+    jax.random.PRNGKey(seed), batch[0]
+  )
+  return variables["params"], variables.get("batch_stats", {})
 
 
 # ---- the one train-step builder ---------------------------------------------
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    has_batch_stats: bool) -> Callable[..., Any]:
-    """Jitted ``(params, opt_state, batch_stats, batch) -> (..., loss)``."""
+def make_train_step(
+  model: nn.Module, tx: optax.GradientTransformation, has_batch_stats: bool
+) -> Callable[..., Any]:
+  """Jitted ``(params, opt_state, batch_stats, batch) -> (..., loss)``."""
 
-    def loss_fn(params: PyTree, batch_stats: PyTree,
-                batch: Batch) -> tuple[jax.Array, PyTree]:
-        x, y = batch
-        if has_batch_stats:
-            logits, new_vars = model.apply(
-                {"params": params, "batch_stats": batch_stats}, x, train=True,
-                mutable=["batch_stats"])
-            batch_stats = new_vars["batch_stats"]
-        else:
-            logits = model.apply({"params": params}, x, train=True)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, batch_stats
+  def loss_fn(
+    params: PyTree, batch_stats: PyTree, batch: Batch
+  ) -> tuple[jax.Array, PyTree]:
+    x, y = batch
+    if has_batch_stats:
+      logits, new_vars = model.apply(
+        {"params": params, "batch_stats": batch_stats},
+        x,
+        train=True,
+        mutable=["batch_stats"],
+      )
+      batch_stats = new_vars["batch_stats"]
+    else:
+      logits = model.apply({"params": params}, x, train=True)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, batch_stats
 
-    def step(params: PyTree, opt_state: PyTree, batch_stats: PyTree,
-             batch: Batch) -> tuple[PyTree, PyTree, PyTree, jax.Array]:
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch_stats, batch)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, batch_stats, loss
+  def step(
+    params: PyTree, opt_state: PyTree, batch_stats: PyTree, batch: Batch
+  ) -> tuple[PyTree, PyTree, PyTree, jax.Array]:
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      params, batch_stats, batch
+    )
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, batch_stats, loss
 
-    return jax.jit(step, donate_argnums=(0, 1, 2))
+  return jax.jit(step, donate_argnums=(0, 1, 2))
 
 
 def make_transforms() -> dict[str, optax.GradientTransformation]:
-    """The optimizer of every train-step variant."""
-    def base() -> optax.GradientTransformation:
-        return optax.sgd(0.1, momentum=0.9)
+  """The optimizer of every train-step variant."""
 
-    def pruned(schedule: Any, **kwargs: Any) -> optax.GradientTransformation:
-        return fs.sparsity.magnitude_pruning(
-            sparsity=SPARSITY, schedule=schedule, **kwargs).wrap(base())
+  def base() -> optax.GradientTransformation:
+    return optax.sgd(0.1, momentum=0.9)
 
-    def host_scheduled(tx: optax.GradientTransformation, mask_update: bool
-                       ) -> optax.GradientTransformation:
-        """Passes the static ``mask_update`` extra argument on every step."""
-        return optax.GradientTransformationExtraArgs(
-            tx.init, lambda u, s, p=None, **e: tx.update(
-                u, s, p, mask_update=mask_update, **e))
+  def pruned(schedule: Any, **kwargs: Any) -> optax.GradientTransformation:
+    return fs.sparsity.magnitude_pruning(
+      sparsity=SPARSITY, schedule=schedule, **kwargs
+    ).wrap(base())
 
-    never = fs.sparsity.Periodic(update_freq=1, update_start_step=NEVER)
-    return {
-        "dense": base(),
-        "pruned_steady": pruned(never),
-        "pruned_host_steady": host_scheduled(pruned(never), False),
-        "pruned_host_mask_update": host_scheduled(pruned(never), True),
-        "pruned_mask_update": pruned(fs.sparsity.Periodic(update_freq=1)),
-        "pruned_packed_steady": pruned(never, mask_storage="packed"),
-        "gradual": pruned(fs.sparsity.Polynomial(
-            update_freq=GRADUAL_FREQ, update_start_step=0,
-            update_end_step=GRADUAL_WINDOW)),
-    }
+  def host_scheduled(
+    tx: optax.GradientTransformation, mask_update: bool
+  ) -> optax.GradientTransformation:
+    """Passes the static ``mask_update`` extra argument on every step."""
+    return optax.GradientTransformationExtraArgs(
+      tx.init,
+      lambda u, s, p=None, **e: tx.update(
+        u, s, p, mask_update=mask_update, **e
+      ),
+    )
+
+  never = fs.sparsity.Periodic(update_freq=1, update_start_step=NEVER)
+  return {
+    "dense": base(),
+    "pruned_steady": pruned(never),
+    "pruned_host_steady": host_scheduled(pruned(never), False),
+    "pruned_host_mask_update": host_scheduled(pruned(never), True),
+    "pruned_mask_update": pruned(fs.sparsity.Periodic(update_freq=1)),
+    "pruned_packed_steady": pruned(never, mask_storage="packed"),
+    "gradual": pruned(
+      fs.sparsity.Polynomial(
+        update_freq=GRADUAL_FREQ,
+        update_start_step=0,
+        update_end_step=GRADUAL_WINDOW,
+      )
+    ),
+  }
 
 
 # ---- timed things -------------------------------------------------------------
 
 
 def log(message: str) -> None:
-    """Progress on stderr (stdout carries only the JSON object)."""
-    print(f"[sparsity_overhead] {message}", file=sys.stderr, flush=True)
+  """Progress on stderr (stdout carries only the JSON object)."""
+  print(f"[sparsity_overhead] {message}", file=sys.stderr, flush=True)
 
 
 def timed_call(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    """Runs ``fn(*args)``, blocks on the result; returns it and seconds taken."""
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return out, time.perf_counter() - start
+  """Runs ``fn(*args)``, blocks on the result; returns it and seconds taken."""
+  start = time.perf_counter()
+  out = jax.block_until_ready(fn(*args))
+  return out, time.perf_counter() - start
 
 
 class StepRunner:
-    """One train-step variant and the training state it carries forward.
+  """One train-step variant and the training state it carries forward.
 
-    With ``window``, every ``run`` starts from a fresh state (built outside the
-    timed region) and times exactly ``window`` steps.
-    """
+  With ``window``, every ``run`` starts from a fresh state (built outside the
+  timed region) and times exactly ``window`` steps.
+  """
 
-    def __init__(self, step: Callable[..., Any], tx: optax.GradientTransformation,
-                 params: PyTree, batch_stats: PyTree, batch: Batch,
-                 window: int | None = None):
-        self.step, self.batch, self.window = step, batch, window
-        copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t))
-        init = jax.jit(tx.init)
-        self._fresh = lambda: (copy(params), init(params), copy(batch_stats))
-        self.state: State = self._fresh()
+  def __init__(
+    self,
+    step: Callable[..., Any],
+    tx: optax.GradientTransformation,
+    params: PyTree,
+    batch_stats: PyTree,
+    batch: Batch,
+    window: int | None = None,
+  ):
+    self.step, self.batch, self.window = step, batch, window
+    copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t))
+    init = jax.jit(tx.init)
+    self._fresh = lambda: (copy(params), init(params), copy(batch_stats))
+    self.state: State = self._fresh()
 
-    def temp_bytes(self) -> int | None:
-        """Scratch memory of the compiled step (both ``lax.cond`` branches)."""
-        spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                            (*self.state, self.batch))
-        analysis = self.step.lower(*spec).compile().memory_analysis()
-        return getattr(analysis, "temp_size_in_bytes", None)
+  def temp_bytes(self) -> int | None:
+    """Scratch memory of the compiled step (both ``lax.cond`` branches)."""
+    spec = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+      (*self.state, self.batch),
+    )
+    analysis = self.step.lower(*spec).compile().memory_analysis()
+    return getattr(analysis, "temp_size_in_bytes", None)
 
-    def run(self, n: int) -> list[float]:
-        if self.window is not None:
-            self.state, n = jax.block_until_ready(self._fresh()), self.window
-        times = []
-        for _ in range(n):
-            out, dt = timed_call(self.step, *self.state, self.batch)
-            self.state = tuple(out[:3])
-            times.append(dt)
-        return times
+  def run(self, n: int) -> list[float]:
+    if self.window is not None:
+      self.state, n = jax.block_until_ready(self._fresh()), self.window
+    times = []
+    for _ in range(n):
+      out, dt = timed_call(self.step, *self.state, self.batch)
+      self.state = tuple(out[:3])
+      times.append(dt)
+    return times
 
 
 class FnRunner:
-    """A function of fixed arguments (e.g. all masks of the params)."""
+  """A function of fixed arguments (e.g. all masks of the params)."""
 
-    def __init__(self, fn: Callable[..., Any], *args: Any):
-        self.fn, self.args = fn, args
+  def __init__(self, fn: Callable[..., Any], *args: Any):
+    self.fn, self.args = fn, args
 
-    def run(self, n: int) -> list[float]:
-        return [timed_call(self.fn, *self.args)[1] for _ in range(n)]
+  def run(self, n: int) -> list[float]:
+    return [timed_call(self.fn, *self.args)[1] for _ in range(n)]
 
 
 Runner = StepRunner | FnRunner
 
 
 def warm_up(runners: dict[str, Runner]) -> None:
-    """Compiles and runs every variant ``WARMUP_STEPS`` times, in threads
-    (XLA compiles without the GIL, so several variants compile at once)."""
-    with concurrent.futures.ThreadPoolExecutor(len(runners)) as pool:
-        list(pool.map(lambda r: r.run(WARMUP_STEPS), runners.values()))
+  """Compiles and runs every variant ``WARMUP_STEPS`` times, in threads
+  (XLA compiles without the GIL, so several variants compile at once)."""
+  with concurrent.futures.ThreadPoolExecutor(len(runners)) as pool:
+    list(pool.map(lambda r: r.run(WARMUP_STEPS), runners.values()))
 
 
 def minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 @dataclasses.dataclass
 class Timings:
-    rounds: list[list[float]] = dataclasses.field(default_factory=list)
-    faults: int = 0  # Minor page faults of this process during the calls.
+  rounds: list[list[float]] = dataclasses.field(default_factory=list)
+  faults: int = 0  # Minor page faults of this process during the calls.
 
-    @property
-    def samples(self) -> int:
-        return sum(len(r) for r in self.rounds)
+  @property
+  def samples(self) -> int:
+    return sum(len(r) for r in self.rounds)
 
 
-def time_interleaved(runners: dict[str, Runner], reps: dict[str, int],
-                     rounds: int) -> dict[str, Timings]:
-    """Warm-up, then ``rounds`` rounds of ``reps[name]`` calls per runner."""
-    start = time.perf_counter()
-    warm_up(runners)
-    log(f"compiled and warmed up {', '.join(runners)} in "
-        f"{time.perf_counter() - start:.1f}s; timing {rounds} rounds")
-    times = {name: Timings() for name in runners}
-    for _ in range(rounds):
-        for name, runner in runners.items():
-            faults = minor_faults()
-            times[name].rounds.append(runner.run(reps[name]))
-            times[name].faults += minor_faults() - faults
-    return times
+def time_interleaved(
+  runners: dict[str, Runner], reps: dict[str, int], rounds: int
+) -> dict[str, Timings]:
+  """Warm-up, then ``rounds`` rounds of ``reps[name]`` calls per runner."""
+  start = time.perf_counter()
+  warm_up(runners)
+  log(
+    f"compiled and warmed up {', '.join(runners)} in "
+    f"{time.perf_counter() - start:.1f}s; timing {rounds} rounds"
+  )
+  times = {name: Timings() for name in runners}
+  for _ in range(rounds):
+    for name, runner in runners.items():
+      faults = minor_faults()
+      times[name].rounds.append(runner.run(reps[name]))
+      times[name].faults += minor_faults() - faults
+  return times
 
 
 def median_ms(t: Timings) -> float:
-    return 1e3 * statistics.median(x for r in t.rounds for x in r)
+  return 1e3 * statistics.median(x for r in t.rounds for x in r)
 
 
 def mean_ms(t: Timings) -> float:
-    return 1e3 * statistics.fmean(x for r in t.rounds for x in r)
+  return 1e3 * statistics.fmean(x for r in t.rounds for x in r)
 
 
 # ---- masks --------------------------------------------------------------------
 
 
 def argsort_topk_mask(scores: jax.Array, sparsity: float) -> jax.Array:
-    """Peer-style (JaxPruner) exact top-k mask via a full descending argsort.
+  """Peer-style (JaxPruner) exact top-k mask via a full descending argsort.
 
-    The threshold is the score at sorted position ``k - 1``; ties at it are
-    kept up to that sorted index (argsort is stable), as JaxPruner does.
-    """
-    flat = scores.reshape(-1)
-    k = max(1, round(flat.size * (1 - sparsity)))
-    index = jnp.argsort(-flat)[k - 1]
-    threshold = flat[index]
-    keep = (flat > threshold) | ((flat == threshold)
-                                 & (jnp.arange(flat.size) <= index))
-    return keep.reshape(scores.shape).astype(jnp.uint8)
+  The threshold is the score at sorted position ``k - 1``; ties at it are
+  kept up to that sorted index (argsort is stable), as JaxPruner does.
+  """
+  flat = scores.reshape(-1)
+  k = max(1, round(flat.size * (1 - sparsity)))
+  index = jnp.argsort(-flat)[k - 1]
+  threshold = flat[index]
+  keep = (flat > threshold) | (
+    (flat == threshold) & (jnp.arange(flat.size) <= index)
+  )
+  return keep.reshape(scores.shape).astype(jnp.uint8)
 
 
 def flatsparse_masks(leaves: list[jax.Array]) -> list[jax.Array]:
-    """Our masks of all leaves at ``SPARSITY``: one joint bisection."""
-    chosen = fs.sparsity.masks.masks_for_leaves(
-        fs.sparsity.Unstructured(), [jnp.abs(w) for w in leaves],
-        [SPARSITY] * len(leaves))
-    return [m.astype(jnp.uint8) for m in chosen]
+  """Our masks of all leaves at ``SPARSITY``: one joint bisection."""
+  chosen = fs.sparsity.masks.masks_for_leaves(
+    fs.sparsity.Unstructured(),
+    [jnp.abs(w) for w in leaves],
+    [SPARSITY] * len(leaves),
+  )
+  return [m.astype(jnp.uint8) for m in chosen]
 
 
-def all_masks_fn(mask_fn: Callable[[jax.Array, float], jax.Array]
-                 ) -> Callable[[list[jax.Array]], list[jax.Array]]:
-    """Jitted: the magnitude mask of every leaf at ``SPARSITY``, leaf by leaf."""
-    return jax.jit(lambda leaves: [mask_fn(jnp.abs(w), SPARSITY)
-                                   for w in leaves])
+def all_masks_fn(
+  mask_fn: Callable[[jax.Array, float], jax.Array],
+) -> Callable[[list[jax.Array]], list[jax.Array]]:
+  """Jitted: the magnitude mask of every leaf at ``SPARSITY``, leaf by leaf."""
+  return jax.jit(lambda leaves: [mask_fn(jnp.abs(w), SPARSITY) for w in leaves])
 
 
 def prunable(params: PyTree) -> list[jax.Array]:
-    return list(fs.sparsity.distributions.prunable_leaves(params).values())
+  return list(fs.sparsity.distributions.prunable_leaves(params).values())
 
 
 def tree_nbytes(tree: PyTree) -> int:
-    return int(sum(x.nbytes for x in jax.tree.leaves(tree)))
+  return int(sum(x.nbytes for x in jax.tree.leaves(tree)))
 
 
 def mask_nbytes(opt_state: PyTree) -> int:
-    return tree_nbytes(fs.sparsity.find_sparse_state(opt_state).masks)
+  return tree_nbytes(fs.sparsity.find_sparse_state(opt_state).masks)
 
 
 # ---- one workload -------------------------------------------------------------
 
 
 def cache_size(fn: Any) -> int | None:
-    """Compiled entries of a jitted function (None where jax lacks the API)."""
-    size = getattr(fn, "_cache_size", None)
-    return size() if callable(size) else None
+  """Compiled entries of a jitted function (None where jax lacks the API)."""
+  size = getattr(fn, "_cache_size", None)
+  return size() if callable(size) else None
 
 
-def make_runners(workload: Workload, params: PyTree, batch_stats: PyTree,
-                 batch: Batch) -> dict[str, Runner]:
-    """Every train-step variant, then the two all-leaf mask functions."""
-    has_bs = bool(jax.tree.leaves(batch_stats))
-    runners: dict[str, Runner] = {
-        name: StepRunner(make_train_step(workload.model, tx, has_bs), tx,
-                         params, batch_stats, batch,
-                         GRADUAL_WINDOW if name == "gradual" else None)
-        for name, tx in make_transforms().items()}
-    leaves = prunable(params)
-    runners["argsort_masks"] = FnRunner(all_masks_fn(argsort_topk_mask), leaves)
-    runners["topk_masks"] = FnRunner(jax.jit(flatsparse_masks), leaves)
-    return runners
+def make_runners(
+  workload: Workload, params: PyTree, batch_stats: PyTree, batch: Batch
+) -> dict[str, Runner]:
+  """Every train-step variant, then the two all-leaf mask functions."""
+  has_bs = bool(jax.tree.leaves(batch_stats))
+  runners: dict[str, Runner] = {
+    name: StepRunner(
+      make_train_step(workload.model, tx, has_bs),
+      tx,
+      params,
+      batch_stats,
+      batch,
+      GRADUAL_WINDOW if name == "gradual" else None,
+    )
+    for name, tx in make_transforms().items()
+  }
+  leaves = prunable(params)
+  runners["argsort_masks"] = FnRunner(all_masks_fn(argsort_topk_mask), leaves)
+  runners["topk_masks"] = FnRunner(jax.jit(flatsparse_masks), leaves)
+  return runners
 
 
-def ratios(ms: dict[str, float], gradual_ms: float,
-           dense_mean_ms: float) -> dict[str, float]:
-    dense = ms["dense"]
-    return {
-        "steady_ratio": ms["pruned_steady"] / dense,
-        "mask_update_ratio": ms["pruned_mask_update"] / dense,
-        "packed_steady_ratio": ms["pruned_packed_steady"] / dense,
-        "host_steady_ratio": ms["pruned_host_steady"] / dense,
-        "host_mask_update_ratio": ms["pruned_host_mask_update"] / dense,
-        "gradual_mean_ratio": gradual_ms / dense_mean_ms,
-        "argsort_mask_update_ratio": (dense + ms["argsort_masks"]) / dense,
-        "topk_standalone_mask_update_ratio": (dense + ms["topk_masks"]) / dense,
-    }
+def ratios(
+  ms: dict[str, float], gradual_ms: float, dense_mean_ms: float
+) -> dict[str, float]:
+  dense = ms["dense"]
+  return {
+    "steady_ratio": ms["pruned_steady"] / dense,
+    "mask_update_ratio": ms["pruned_mask_update"] / dense,
+    "packed_steady_ratio": ms["pruned_packed_steady"] / dense,
+    "host_steady_ratio": ms["pruned_host_steady"] / dense,
+    "host_mask_update_ratio": ms["pruned_host_mask_update"] / dense,
+    "gradual_mean_ratio": gradual_ms / dense_mean_ms,
+    "argsort_mask_update_ratio": (dense + ms["argsort_masks"]) / dense,
+    "topk_standalone_mask_update_ratio": (dense + ms["topk_masks"]) / dense,
+  }
 
 
-def bench_workload(workload: Workload, steps: int, rounds: int,
-                   mask_reps: int) -> dict[str, Any]:
-    """Times every variant of one workload; returns its JSON section."""
-    start = time.perf_counter()
-    log(f"workload {workload.name}")
-    batch = make_batch(workload)
-    params, batch_stats = init_variables(workload, batch)
-    runners = make_runners(workload, params, batch_stats, batch)
-    reps = {name: mask_reps if isinstance(r, FnRunner) else steps
-            for name, r in runners.items()}
-    times = time_interleaved(runners, reps, rounds)
-    train = {n: r for n, r in runners.items() if isinstance(r, StepRunner)}
-    cache_sizes = {name: cache_size(r.step) for name, r in train.items()}
-    with concurrent.futures.ThreadPoolExecutor(len(train)) as pool:
-        temp_bytes = dict(zip(train, pool.map(StepRunner.temp_bytes,
-                                              train.values())))
+def bench_workload(
+  workload: Workload, steps: int, rounds: int, mask_reps: int
+) -> dict[str, Any]:
+  """Times every variant of one workload; returns its JSON section."""
+  start = time.perf_counter()
+  log(f"workload {workload.name}")
+  batch = make_batch(workload)
+  params, batch_stats = init_variables(workload, batch)
+  runners = make_runners(workload, params, batch_stats, batch)
+  reps = {
+    name: mask_reps if isinstance(r, FnRunner) else steps
+    for name, r in runners.items()
+  }
+  times = time_interleaved(runners, reps, rounds)
+  train = {n: r for n, r in runners.items() if isinstance(r, StepRunner)}
+  cache_sizes = {name: cache_size(r.step) for name, r in train.items()}
+  with concurrent.futures.ThreadPoolExecutor(len(train)) as pool:
+    temp_bytes = dict(
+      zip(train, pool.map(StepRunner.temp_bytes, train.values()))
+    )
 
-    ms = {name: median_ms(t) for name, t in times.items()}
-    gradual_ms = 1e3 * statistics.median(
-        statistics.fmean(r) for r in times["gradual"].rounds)
-    del ms["gradual"]  # A window mean, not a median, is its figure.
-    dense_mean = mean_ms(times["dense"])
-    sparsity = {name: fs.sparsity.summarize_sparsity(train[name].state[0])[
-        "prunable_sparsity"] for name in ("pruned_mask_update", "gradual")}
-    return {
-        "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
-        "num_prunable_leaves": len(prunable(params)),
-        "median_step_ms": {k: round(v, 3) for k, v in ms.items()},
-        "dense_mean_step_ms": round(dense_mean, 3),
-        "gradual_window_mean_step_ms": round(gradual_ms, 3),
-        "ratios": {k: round(v, 4) for k, v in
-                   ratios(ms, gradual_ms, dense_mean).items()},
-        "memory_bytes": {
-            "params": tree_nbytes(params),
-            "prunable_params": tree_nbytes(prunable(params)),
-            "masks_uint8": mask_nbytes(train["pruned_steady"].state[1]),
-            "masks_packed": mask_nbytes(train["pruned_packed_steady"].state[1]),
-        },
-        "final_prunable_sparsity": sparsity,
-        "jit_cache_sizes": cache_sizes,
-        "no_recompilation": all(c in (None, 1) for c in cache_sizes.values()),
-        "compiled_temp_bytes": temp_bytes,
-        "minor_page_faults_per_call": {
-            name: round(t.faults / t.samples) for name, t in times.items()},
-        "samples": {name: t.samples for name, t in times.items()},
-        "wall_s": round(time.perf_counter() - start, 1),
-    }
+  ms = {name: median_ms(t) for name, t in times.items()}
+  gradual_ms = 1e3 * statistics.median(
+    statistics.fmean(r) for r in times["gradual"].rounds
+  )
+  del ms["gradual"]  # A window mean, not a median, is its figure.
+  dense_mean = mean_ms(times["dense"])
+  sparsity = {
+    name: fs.sparsity.summarize_sparsity(train[name].state[0])[
+      "prunable_sparsity"
+    ]
+    for name in ("pruned_mask_update", "gradual")
+  }
+  return {
+    "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
+    "num_prunable_leaves": len(prunable(params)),
+    "median_step_ms": {k: round(v, 3) for k, v in ms.items()},
+    "dense_mean_step_ms": round(dense_mean, 3),
+    "gradual_window_mean_step_ms": round(gradual_ms, 3),
+    "ratios": {
+      k: round(v, 4) for k, v in ratios(ms, gradual_ms, dense_mean).items()
+    },
+    "memory_bytes": {
+      "params": tree_nbytes(params),
+      "prunable_params": tree_nbytes(prunable(params)),
+      "masks_uint8": mask_nbytes(train["pruned_steady"].state[1]),
+      "masks_packed": mask_nbytes(train["pruned_packed_steady"].state[1]),
+    },
+    "final_prunable_sparsity": sparsity,
+    "jit_cache_sizes": cache_sizes,
+    "no_recompilation": all(c in (None, 1) for c in cache_sizes.values()),
+    "compiled_temp_bytes": temp_bytes,
+    "minor_page_faults_per_call": {
+      name: round(t.faults / t.samples) for name, t in times.items()
+    },
+    "samples": {name: t.samples for name, t in times.items()},
+    "wall_s": round(time.perf_counter() - start, 1),
+  }
 
 
 def bench_leaf(rounds: int, reps: int) -> dict[str, float]:
-    """argsort vs ``topk_mask`` on one 1024x1024 leaf (ms per mask)."""
-    leaf = [jax.random.normal(jax.random.PRNGKey(1), LEAF_SHAPE)]
-    runners = {"argsort": FnRunner(all_masks_fn(argsort_topk_mask), leaf),
-               "topk_mask": FnRunner(jax.jit(flatsparse_masks), leaf)}
-    times = time_interleaved(runners, dict.fromkeys(runners, reps), rounds)
-    out = {f"{name}_ms": round(median_ms(t), 3) for name, t in times.items()}
-    out["speedup"] = round(out["argsort_ms"] / out["topk_mask_ms"], 2)
-    return out
+  """argsort vs ``topk_mask`` on one 1024x1024 leaf (ms per mask)."""
+  leaf = [jax.random.normal(jax.random.PRNGKey(1), LEAF_SHAPE)]
+  runners = {
+    "argsort": FnRunner(all_masks_fn(argsort_topk_mask), leaf),
+    "topk_mask": FnRunner(jax.jit(flatsparse_masks), leaf),
+  }
+  times = time_interleaved(runners, dict.fromkeys(runners, reps), rounds)
+  out = {f"{name}_ms": round(median_ms(t), 3) for name, t in times.items()}
+  out["speedup"] = round(out["argsort_ms"] / out["topk_mask_ms"], 2)
+  return out
 
 
 # ---- main ---------------------------------------------------------------------
 
 
 def disable_malloc_mmap() -> bool:
-    """glibc: serve large blocks from the heap and keep it (no page faults).
+  """glibc: serve large blocks from the heap and keep it (no page faults).
 
-    By default glibc maps every block above 32 MiB afresh, so a step whose
-    compiled scratch exceeds that page-faults all its temporaries each call.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(libc.mallopt(m_mmap_max, 0)
-                and libc.mallopt(m_trim_threshold, 2**30))
+  By default glibc maps every block above 32 MiB afresh, so a step whose
+  compiled scratch exceeds that page-faults all its temporaries each call.
+  """
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+  except OSError:
+    return False
+  m_trim_threshold, m_mmap_max = -1, -4
+  return bool(
+    libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**30)
+  )
 
 
 def device_info() -> dict[str, Any]:
-    device = jax.devices()[0]
-    return {
-        "device_kind": device.device_kind,
-        "platform": device.platform,
-        "device_count": jax.device_count(),
-        "jax": jax.__version__,
-        "optax": optax.__version__,
-        "flax": flax.__version__,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"),
-    }
+  device = jax.devices()[0]
+  return {
+    "device_kind": device.device_kind,
+    "platform": device.platform,
+    "device_count": jax.device_count(),
+    "jax": jax.__version__,
+    "optax": optax.__version__,
+    "flax": flax.__version__,
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+      timespec="seconds"
+    ),
+  }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--workloads", default=None,
-        help="Comma-separated subset of: " + ",".join(WORKLOADS)
-        + ". Default: mlp on CPU, mlp,resnet18 on an accelerator.")
-    parser.add_argument("--steps", type=int, default=20,
-                        help="Timed steps per variant per round.")
-    parser.add_argument("--rounds", type=int, default=7,
-                        help="Interleaved rounds.")
-    parser.add_argument("--mask-reps", type=int, default=2,
-                        help="Timed calls of each mask function per round.")
-    parser.add_argument(
-        "--malloc-no-mmap", action="store_true",
-        help="CPU/glibc: never mmap large blocks (see disable_malloc_mmap); "
-        "shows the overhead without per-step page faults.")
-    parser.add_argument("--json-out", default=None,
-                        help="Also write the JSON object to this path.")
-    return parser.parse_args(argv)
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument(
+    "--workloads",
+    default=None,
+    help="Comma-separated subset of: "
+    + ",".join(WORKLOADS)
+    + ". Default: mlp on CPU, mlp,resnet18 on an accelerator.",
+  )
+  parser.add_argument(
+    "--steps", type=int, default=20, help="Timed steps per variant per round."
+  )
+  parser.add_argument(
+    "--rounds", type=int, default=7, help="Interleaved rounds."
+  )
+  parser.add_argument(
+    "--mask-reps",
+    type=int,
+    default=2,
+    help="Timed calls of each mask function per round.",
+  )
+  parser.add_argument(
+    "--malloc-no-mmap",
+    action="store_true",
+    help="CPU/glibc: never mmap large blocks (see disable_malloc_mmap); "
+    "shows the overhead without per-step page faults.",
+  )
+  parser.add_argument(
+    "--json-out", default=None, help="Also write the JSON object to this path."
+  )
+  return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    no_mmap = args.malloc_no_mmap and disable_malloc_mmap()
-    start = time.perf_counter()
-    on_cpu = jax.devices()[0].platform == "cpu"
-    names = (args.workloads or ("mlp" if on_cpu else "mlp,resnet18")).split(",")
-    unknown = set(names) - set(WORKLOADS)
-    if unknown:
-        raise SystemExit(f"Unknown workloads {sorted(unknown)}; "
-                         f"allowed: {', '.join(WORKLOADS)}.")
-    result: dict[str, Any] = {
-        "benchmark": "sparsity_overhead",
-        "device": device_info(),
-        "config": {"steps": args.steps, "rounds": args.rounds,
-                   "mask_reps": args.mask_reps, "warmup": WARMUP_STEPS,
-                   "malloc_no_mmap": no_mmap,
-                   "batch_size": BATCH_SIZE, "sparsity": SPARSITY,
-                   "optimizer": "sgd(0.1, momentum=0.9)",
-                   "gradual": f"Polynomial(update_freq={GRADUAL_FREQ}, "
-                              f"0 -> {GRADUAL_WINDOW}), {GRADUAL_WINDOW}-step "
-                              "window per round"},
-        "leaf_1024x1024": bench_leaf(args.rounds, args.mask_reps),
-        "workloads": {},
-    }
-    for name in names:
-        result["workloads"][name] = bench_workload(
-            WORKLOADS[name](), args.steps, args.rounds, args.mask_reps)
-    result["wall_s"] = round(time.perf_counter() - start, 1)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(text + "\n")
-    return result
+  args = parse_args(argv)
+  no_mmap = args.malloc_no_mmap and disable_malloc_mmap()
+  start = time.perf_counter()
+  on_cpu = jax.devices()[0].platform == "cpu"
+  names = (args.workloads or ("mlp" if on_cpu else "mlp,resnet18")).split(",")
+  unknown = set(names) - set(WORKLOADS)
+  if unknown:
+    raise SystemExit(
+      f"Unknown workloads {sorted(unknown)}; allowed: {', '.join(WORKLOADS)}."
+    )
+  result: dict[str, Any] = {
+    "benchmark": "sparsity_overhead",
+    "device": device_info(),
+    "config": {
+      "steps": args.steps,
+      "rounds": args.rounds,
+      "mask_reps": args.mask_reps,
+      "warmup": WARMUP_STEPS,
+      "malloc_no_mmap": no_mmap,
+      "batch_size": BATCH_SIZE,
+      "sparsity": SPARSITY,
+      "optimizer": "sgd(0.1, momentum=0.9)",
+      "gradual": f"Polynomial(update_freq={GRADUAL_FREQ}, "
+      f"0 -> {GRADUAL_WINDOW}), {GRADUAL_WINDOW}-step "
+      "window per round",
+    },
+    "leaf_1024x1024": bench_leaf(args.rounds, args.mask_reps),
+    "workloads": {},
+  }
+  for name in names:
+    result["workloads"][name] = bench_workload(
+      WORKLOADS[name](), args.steps, args.rounds, args.mask_reps
+    )
+  result["wall_s"] = round(time.perf_counter() - start, 1)
+  text = json.dumps(result, indent=2)
+  print(text)
+  if args.json_out:
+    with open(args.json_out, "w") as f:
+      f.write(text + "\n")
+  return result
 
 
 if __name__ == "__main__":
-    main()
+  main()

@@ -27,14 +27,17 @@ from jax.sharding import PartitionSpec as P
 
 import flatsparse as fs
 
-pytestmark = [pytest.mark.multidevice,
-              pytest.mark.timeout(240, method="thread")]
+pytestmark = [
+  pytest.mark.multidevice,
+  pytest.mark.timeout(240, method="thread"),
+]
 
 if jax.device_count() < 8:
   pytest.skip(
-      "needs 8 devices: run with "
-      "XLA_FLAGS=--xla_force_host_platform_device_count=8 in its own process",
-      allow_module_level=True)
+    "needs 8 devices: run with "
+    "XLA_FLAGS=--xla_force_host_platform_device_count=8 in its own process",
+    allow_module_level=True,
+  )
 
 SIZES = (32, 64, 64, 8)
 BATCH = 64
@@ -53,13 +56,14 @@ LAYOUTS = ("data", "data_model")
 
 # ---- model, data, optimizer --------------------------------------------------
 
+
 def init_params(key):
   params = {}
   for i, (fan_in, fan_out) in enumerate(zip(SIZES[:-1], SIZES[1:])):
     key, sub = jax.random.split(key)
     params[f"dense{i}"] = {
-        "kernel": jax.random.normal(sub, (fan_in, fan_out)) / np.sqrt(fan_in),
-        "bias": jnp.zeros((fan_out,)),
+      "kernel": jax.random.normal(sub, (fan_in, fan_out)) / np.sqrt(fan_in),
+      "bias": jnp.zeros((fan_out,)),
     }
   return params
 
@@ -88,9 +92,11 @@ def make_data():
 
 def make_tx(storage):
   return fs.sparsity.magnitude_pruning(
-      sparsity=SPARSITY, mask_storage=storage,
-      schedule=fs.sparsity.Polynomial(
-          update_freq=2, update_start_step=0, update_end_step=10),
+    sparsity=SPARSITY,
+    mask_storage=storage,
+    schedule=fs.sparsity.Polynomial(
+      update_freq=2, update_start_step=0, update_end_step=10
+    ),
   ).wrap(optax.adam(1e-2))
 
 
@@ -99,16 +105,21 @@ def make_step(tx):
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
+
   return jax.jit(step)
 
 
 # ---- meshes and placements -----------------------------------------------------
 
+
 def make_mesh(layout):
   if layout == "data":
     return jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
-  return jax.make_mesh((8 // MODEL, MODEL), ("data", "model"),
-                       axis_types=(AxisType.Auto, AxisType.Auto))
+  return jax.make_mesh(
+    (8 // MODEL, MODEL),
+    ("data", "model"),
+    axis_types=(AxisType.Auto, AxisType.Auto),
+  )
 
 
 def param_spec(layout, leaf):
@@ -121,10 +132,14 @@ def param_spec(layout, leaf):
 def place(layout, params, x, y):
   mesh = make_mesh(layout)
   shardings = jax.tree.map(
-      lambda p: NamedSharding(mesh, param_spec(layout, p)), params)
+    lambda p: NamedSharding(mesh, param_spec(layout, p)), params
+  )
   data_sharding = NamedSharding(mesh, P("data"))
-  return (jax.device_put(params, shardings), jax.device_put(x, data_sharding),
-          jax.device_put(y, data_sharding))
+  return (
+    jax.device_put(params, shardings),
+    jax.device_put(x, data_sharding),
+    jax.device_put(y, data_sharding),
+  )
 
 
 def train(tx, params, x, y, steps=STEPS):
@@ -146,17 +161,23 @@ def run(storage, layout=None):
     params, x, y = place(layout, params, x, y)
   tx = make_tx(storage)
   params, opt_state, losses, step = train(tx, params, x, y)
-  hlo = (step.lower(params, opt_state, x, y).compile().as_text()
-         if layout is not None else "")
+  hlo = (
+    step.lower(params, opt_state, x, y).compile().as_text()
+    if layout is not None
+    else ""
+  )
   return params, opt_state, losses, hlo
 
 
 def _leaves_with_paths(tree):
-  return [(jax.tree_util.keystr(path), leaf) for path, leaf in
-          jax.tree_util.tree_flatten_with_path(tree)[0]]
+  return [
+    (jax.tree_util.keystr(path), leaf)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  ]
 
 
 # ---- a. sharded training == single-device training ------------------------------
+
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("storage", STORAGES)
@@ -170,24 +191,29 @@ def test_sharded_training_matches_single_device(storage, layout):
   assert len(params["dense1"]["kernel"].sharding.device_set) == 8
   if layout == "data_model":
     assert params["dense1"]["kernel"].sharding.spec == P(None, "model")
-    assert (params["dense1"]["kernel"].addressable_shards[0].data.shape
-            == (SIZES[1], SIZES[2] // MODEL))
+    assert params["dense1"]["kernel"].addressable_shards[0].data.shape == (
+      SIZES[1],
+      SIZES[2] // MODEL,
+    )
 
-  np.testing.assert_allclose(losses, ref_losses, rtol=LOSS_RTOL,
-                             atol=LOSS_ATOL)
+  np.testing.assert_allclose(losses, ref_losses, rtol=LOSS_RTOL, atol=LOSS_ATOL)
   assert losses[-1] < losses[0]  # it trained.
-  for (name, p), (_, q) in zip(_leaves_with_paths(params),
-                               _leaves_with_paths(ref_params)):
-    np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=0,
-                               atol=PARAM_ATOL, err_msg=name)
+  for (name, p), (_, q) in zip(
+    _leaves_with_paths(params), _leaves_with_paths(ref_params)
+  ):
+    np.testing.assert_allclose(
+      np.asarray(p), np.asarray(q), rtol=0, atol=PARAM_ATOL, err_msg=name
+    )
 
   masks = fs.sparsity.get_masks(opt_state, params)
   ref_masks = fs.sparsity.get_masks(ref_state, ref_params)
-  assert (jax.tree.structure(masks, is_leaf=lambda m: m is None)
-          == jax.tree.structure(ref_masks, is_leaf=lambda m: m is None))
+  assert jax.tree.structure(
+    masks, is_leaf=lambda m: m is None
+  ) == jax.tree.structure(ref_masks, is_leaf=lambda m: m is None)
   mask_leaves = _leaves_with_paths(masks)
   assert [n for n, _ in mask_leaves] == [
-      f"['dense{i}']['kernel']" for i in range(len(SIZES) - 1)]
+    f"['dense{i}']['kernel']" for i in range(len(SIZES) - 1)
+  ]
   for (name, m), (_, r) in zip(mask_leaves, _leaves_with_paths(ref_masks)):
     np.testing.assert_array_equal(np.asarray(m), np.asarray(r), err_msg=name)
   # Same step counter on both.
@@ -196,13 +222,21 @@ def test_sharded_training_matches_single_device(storage, layout):
 
 # ---- b. masks carry the sharding of their parameters -----------------------------
 
+
 def _stored_masks_and_params(opt_state, params):
   stored = fs.sparsity.find_sparse_state(opt_state).masks
-  pairs = jax.tree.map(lambda m, p: None if m is None else (m, p), stored,
-                       params, is_leaf=lambda m: m is None)
-  return [(jax.tree_util.keystr(path), m, p) for path, (m, p) in
-          jax.tree_util.tree_flatten_with_path(
-              pairs, is_leaf=lambda x: isinstance(x, tuple))[0]]
+  pairs = jax.tree.map(
+    lambda m, p: None if m is None else (m, p),
+    stored,
+    params,
+    is_leaf=lambda m: m is None,
+  )
+  return [
+    (jax.tree_util.keystr(path), m, p)
+    for path, (m, p) in jax.tree_util.tree_flatten_with_path(
+      pairs, is_leaf=lambda x: isinstance(x, tuple)
+    )[0]
+  ]
 
 
 def _one_step_on_mesh(storage):
@@ -222,13 +256,17 @@ def test_uint8_masks_follow_param_sharding_after_a_step():
     assert mask.dtype == jnp.uint8 and mask.shape == param.shape, name
     assert param.sharding.spec == P(None, "model"), name
     assert mask.sharding.is_equivalent_to(param.sharding, mask.ndim), (
-        name, mask.sharding, param.sharding)
+      name,
+      mask.sharding,
+      param.sharding,
+    )
     assert mask.sharding.spec == param.sharding.spec, name
   # The adam moments follow the parameters as well.
   mu = opt_state.inner_state[0].mu
   for layer in params:
     assert mu[layer]["kernel"].sharding.is_equivalent_to(
-        params[layer]["kernel"].sharding, 2), layer
+      params[layer]["kernel"].sharding, 2
+    ), layer
 
 
 def test_packed_masks_follow_param_sharding_where_divisible():
@@ -247,14 +285,17 @@ def test_packed_masks_follow_param_sharding_where_divisible():
 
 
 def test_eager_init_masks_follow_param_sharding():
-  params, _, _ = place("data_model", init_params(jax.random.PRNGKey(0)),
-                       *make_data())
+  params, _, _ = place(
+    "data_model", init_params(jax.random.PRNGKey(0)), *make_data()
+  )
   opt_state = make_tx("uint8").init(params)
   mu = opt_state.inner_state[0].mu["dense1"]["kernel"]
   assert mu.sharding.is_equivalent_to(params["dense1"]["kernel"].sharding, 2)
   for name, mask, param in _stored_masks_and_params(opt_state, params):
     assert mask.sharding.is_equivalent_to(param.sharding, mask.ndim), (
-        name, mask.sharding)
+      name,
+      mask.sharding,
+    )
 
 
 def test_user_pins_state_sharding_with_out_shardings():
@@ -265,20 +306,23 @@ def test_user_pins_state_sharding_with_out_shardings():
   come back on one device.)
   """
   mesh = make_mesh("data_model")
-  params, x, y = place("data_model", init_params(jax.random.PRNGKey(0)),
-                       *make_data())
+  params, x, y = place(
+    "data_model", init_params(jax.random.PRNGKey(0)), *make_data()
+  )
   tx = make_tx("uint8")
   shapes = jax.eval_shape(tx.init, params)
   state_shardings = jax.tree.map(
-      lambda s: NamedSharding(mesh, param_spec("data_model", s)), shapes)
+    lambda s: NamedSharding(mesh, param_spec("data_model", s)), shapes
+  )
   opt_state = jax.jit(tx.init, out_shardings=state_shardings)(params)
   jax.block_until_ready(opt_state)
   for name, mask, param in _stored_masks_and_params(opt_state, params):
     assert mask.sharding.is_equivalent_to(param.sharding, mask.ndim), name
 
   param_shardings = jax.tree.map(lambda p: p.sharding, params)
-  step = jax.jit(make_step(tx),
-                 out_shardings=(param_shardings, state_shardings, None))
+  step = jax.jit(
+    make_step(tx), out_shardings=(param_shardings, state_shardings, None)
+  )
   for _ in range(3):
     params, opt_state, loss = step(params, opt_state, x, y)
     jax.block_until_ready((params, opt_state, loss))
@@ -288,6 +332,7 @@ def test_user_pins_state_sharding_with_out_shardings():
 
 
 # ---- c. exact sparsity per leaf on the mesh -------------------------------------
+
 
 @pytest.mark.parametrize("storage", STORAGES)
 def test_exact_sparsity_per_leaf_on_mesh(storage):
@@ -302,7 +347,8 @@ def test_exact_sparsity_per_leaf_on_mesh(storage):
     assert int(mask.sum()) == keep, i
     assert summary["leaves"][f"dense{i}/kernel"]["nnz"] == keep, i
     assert summary["leaves"][f"dense{i}/kernel"]["sparsity"] == pytest.approx(
-        SPARSITY, abs=1e-12)
+      SPARSITY, abs=1e-12
+    )
     assert np.all(kernel[~mask] == 0.0), i  # exact zeros where pruned,
-    assert np.all(kernel[mask] != 0.0), i   # and the kept weights are live.
+    assert np.all(kernel[mask] != 0.0), i  # and the kept weights are live.
     assert masks[f"dense{i}"]["bias"] is None  # biases stay dense.

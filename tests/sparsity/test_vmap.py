@@ -33,14 +33,15 @@ pytestmark = pytest.mark.timeout(120)
 
 # ---- model, data, optimizer --------------------------------------------------
 
+
 def init_params(seed):
   key = jax.random.PRNGKey(seed)
   params = {}
   for i, (fan_in, fan_out) in enumerate(KERNEL_SHAPES):
     key, sub = jax.random.split(key)
     params[f"dense{i}"] = {
-        "kernel": jax.random.normal(sub, (fan_in, fan_out)) / np.sqrt(fan_in),
-        "bias": jnp.zeros((fan_out,)),
+      "kernel": jax.random.normal(sub, (fan_in, fan_out)) / np.sqrt(fan_in),
+      "bias": jnp.zeros((fan_out,)),
     }
   return params
 
@@ -64,9 +65,12 @@ def make_data():
 
 def make_tx(score="magnitude"):
   schedule = fs.sparsity.Polynomial(
-      update_freq=2, update_start_step=0, update_end_step=10)
+    update_freq=2, update_start_step=0, update_end_step=10
+  )
   return fs.sparsity.SparseUpdater(
-      sparsity=SPARSITY, score=score, schedule=schedule,
+    sparsity=SPARSITY,
+    score=score,
+    schedule=schedule,
   ).wrap(optax.adam(1e-2))
 
 
@@ -76,6 +80,7 @@ def make_step(tx):
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
+
   return step
 
 
@@ -88,11 +93,11 @@ def batched_setup(tx, naive=False):
   if naive:
     # A batched counter, as `in_axes=0` on the whole state would have it.
     opt_state = fs.sparsity.find_sparse_state(opt_state)._replace(
-        count=jnp.zeros((len(SEEDS),), jnp.int32))
+      count=jnp.zeros((len(SEEDS),), jnp.int32)
+    )
     vstep = jax.vmap(step, in_axes=(0, 0, None, None))
   else:
-    vstep = jax.vmap(step, in_axes=(0, axes, None, None),
-                     out_axes=(0, axes, 0))
+    vstep = jax.vmap(step, in_axes=(0, axes, None, None), out_axes=(0, axes, 0))
   return params, opt_state, jax.jit(vstep)
 
 
@@ -112,11 +117,13 @@ def train_batched(tx, naive=False, on_step=None):
 
 def kernel_masks(opt_state, params):
   masks = fs.sparsity.get_masks(opt_state, params)
-  return [np.asarray(masks[f"dense{i}"]["kernel"])
-          for i in range(len(KERNEL_SHAPES))]
+  return [
+    np.asarray(masks[f"dense{i}"]["kernel"]) for i in range(len(KERNEL_SHAPES))
+  ]
 
 
 # ---- jaxpr inspection ---------------------------------------------------------
+
 
 def all_eqns(jaxpr):
   """Equations of a jaxpr and of every sub-jaxpr (jit, cond branches, loops)."""
@@ -137,10 +144,15 @@ def mask_sized_selects(eqns):
   branches (old masks, new masks) and selects per seed.
   """
   batched_kernels = {(len(SEEDS),) + s for s in KERNEL_SHAPES}
-  return [e for e in eqns if e.primitive.name == "select_n"
-          and all(v.aval.dtype in (jnp.bool_, jnp.uint8)
-                  and v.aval.shape in batched_kernels
-                  for v in e.invars[1:])]
+  return [
+    e
+    for e in eqns
+    if e.primitive.name == "select_n"
+    and all(
+      v.aval.dtype in (jnp.bool_, jnp.uint8) and v.aval.shape in batched_kernels
+      for v in e.invars[1:]
+    )
+  ]
 
 
 def vmapped_jaxpr(naive):
@@ -152,6 +164,7 @@ def vmapped_jaxpr(naive):
 
 # ---- tests ----------------------------------------------------------------------
 
+
 def test_vmapped_seeds_match_separate_runs():
   tx = make_tx()
   params, opt_state, losses = train_batched(tx)
@@ -162,7 +175,8 @@ def test_vmapped_seeds_match_separate_runs():
   assert losses.shape == (len(SEEDS), STEPS)
   batched_masks = kernel_masks(opt_state, params)
   assert [m.shape for m in batched_masks] == [
-      (len(SEEDS),) + s for s in KERNEL_SHAPES]
+    (len(SEEDS),) + s for s in KERNEL_SHAPES
+  ]
 
   step, init = make_step(tx), jax.jit(tx.init)
   x, y = make_data()
@@ -173,8 +187,13 @@ def test_vmapped_seeds_match_separate_runs():
     for _ in range(STEPS):
       p, s, loss = step(p, s, x, y)
       seed_losses.append(float(loss))
-    np.testing.assert_allclose(losses[b], seed_losses, rtol=LOSS_RTOL,
-                               atol=LOSS_ATOL, err_msg=f"seed {seed}")
+    np.testing.assert_allclose(
+      losses[b],
+      seed_losses,
+      rtol=LOSS_RTOL,
+      atol=LOSS_ATOL,
+      err_msg=f"seed {seed}",
+    )
     for i, (mb, ms) in enumerate(zip(batched_masks, kernel_masks(s, p))):
       np.testing.assert_array_equal(mb[b], ms, err_msg=f"seed {seed} dense{i}")
       size = ms.size
@@ -222,8 +241,11 @@ def test_masks_are_computed_on_update_steps_only():
   assert both_branches == list(range(STEPS))
   # Same results: the select only wastes work.
   np.testing.assert_allclose(nlosses, losses, rtol=LOSS_RTOL, atol=LOSS_ATOL)
-  for m, n in zip(kernel_masks(opt_state, params), kernel_masks(nstate, nparams)):
+  for m, n in zip(
+    kernel_masks(opt_state, params), kernel_masks(nstate, nparams)
+  ):
     np.testing.assert_array_equal(m, n)
   np.testing.assert_array_equal(
-      np.asarray(fs.sparsity.find_sparse_state(nstate).count),
-      np.full(len(SEEDS), STEPS))
+    np.asarray(fs.sparsity.find_sparse_state(nstate).count),
+    np.full(len(SEEDS), STEPS),
+  )
