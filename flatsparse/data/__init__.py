@@ -1,14 +1,77 @@
-"""Offline-friendly datasets as in-memory numpy arrays, and batch iteration."""
+"""Datasets and input pipelines: deterministic, seeded numpy batches.
+
+* Datasets by name: `load_dataset` (built-in offline datasets, TFDS names).
+* Loaders: `load_digits`, `load_fashion_mnist_debian`, `load_tfds`,
+  `TfdsSource`, `make_gaussian_mixture`, `make_teacher_student`; the IDX
+  reader `read_idx`.
+* Pipelines: `Loader` (resumable training batches, padded and masked
+  evaluation batches), `shard_batch`, `data_sharding`, and the simpler
+  `iterate_batches`.
+* Transforms: `normalize`, `channel_stats`, `random_crop_flip`, `resize`,
+  `center_crop_resize`; label noise: `add_label_noise`.
+
+Importing this package imports neither TensorFlow nor tensorflow_datasets.
+"""
 
 from flatsparse.data.batching import iterate_batches
-from flatsparse.data.dataset import Dataset, num_examples
+from flatsparse.data.dataset import Dataset, ExampleSource, num_examples
 from flatsparse.data.digits import load_digits
-from flatsparse.data.tfds_source import load_tfds
+from flatsparse.data.fashion_mnist import (
+    DEBIAN_FASHION_MNIST_DIR,
+    FASHION_MNIST_CLASSES,
+    load_fashion_mnist_debian,
+)
+from flatsparse.data.idx import read_idx, write_idx
+from flatsparse.data.noise import CIFAR10_ASYMMETRIC_PAIRS, NOISE_KINDS, add_label_noise
+from flatsparse.data.pipeline import Batch, Loader, data_sharding, shard_batch
+from flatsparse.data.registry import BUILTIN_DATASETS, TFDS_PREFIX, load_dataset
+from flatsparse.data.synthetic import (
+    gaussian_mixture_means,
+    make_gaussian_mixture,
+    make_teacher_student,
+    teacher_logits,
+    teacher_params,
+)
+from flatsparse.data.tfds_source import TfdsSource, load_tfds
+from flatsparse.data.transforms import (
+    center_crop_resize,
+    channel_stats,
+    normalize,
+    random_crop_flip,
+    resize,
+)
 
 __all__ = [
+    "BUILTIN_DATASETS",
+    "Batch",
+    "CIFAR10_ASYMMETRIC_PAIRS",
+    "DEBIAN_FASHION_MNIST_DIR",
     "Dataset",
+    "ExampleSource",
+    "FASHION_MNIST_CLASSES",
+    "Loader",
+    "NOISE_KINDS",
+    "TFDS_PREFIX",
+    "TfdsSource",
+    "add_label_noise",
+    "center_crop_resize",
+    "channel_stats",
+    "data_sharding",
+    "gaussian_mixture_means",
     "iterate_batches",
+    "load_dataset",
     "load_digits",
+    "load_fashion_mnist_debian",
     "load_tfds",
+    "make_gaussian_mixture",
+    "make_teacher_student",
+    "normalize",
     "num_examples",
+    "random_crop_flip",
+    "read_idx",
+    "resize",
+    "shard_batch",
+    "teacher_logits",
+    "teacher_params",
+    "write_idx",
 ]

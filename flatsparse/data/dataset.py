@@ -1,6 +1,6 @@
 """In-memory dataset container shared by all loaders."""
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,3 +31,24 @@ def num_examples(ds: Dataset) -> int:
     The leading dimension of `ds.labels`.
   """
   return int(ds.labels.shape[0])
+
+
+@runtime_checkable
+class ExampleSource(Protocol):
+  """Random access to a split too large to hold in memory as a `Dataset`.
+
+  `Loader` accepts a `Dataset` or any object with these members, e.g.
+  `TfdsSource`, which decodes records on demand.
+  """
+
+  num_classes: int
+
+  def __len__(self) -> int:
+    """Number of examples."""
+
+  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Returns `(images, labels)` of the examples at `indices`, in order.
+
+    Images are float32 in [0, 1] with one shape for all examples; labels are
+    int32.
+    """

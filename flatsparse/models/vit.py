@@ -1,0 +1,314 @@
+"""Vision Transformer (Flax linen) that can return its attention maps.
+
+NHWC inputs, logits out. The image size is whatever the input has at ``init``:
+the position embeddings are sized from it (no interpolation to other sizes).
+With ``dropout > 0`` a training call needs a ``'dropout'`` rng
+(``rngs={"dropout": key}``).
+
+Parameter shapes follow google-research/vision_transformer (per-head
+``query``/``key``/``value``/``out`` kernels as in
+``nn.MultiHeadDotProductAttention``, a class token, one position embedding per
+token including it), so its checkpoints convert by renaming paths only.
+
+References:
+    Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words: Transformers for
+    Image Recognition at Scale", arXiv:2010.11929.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_CLASSIFIERS = ("token", "gap")
+
+
+class SelfAttention(nn.Module):
+  """Multi-head dot-product self-attention that returns its softmax weights.
+
+  Same parameters as ``nn.MultiHeadDotProductAttention`` (``query``, ``key``,
+  ``value``: ``[hidden, heads, head_dim]`` kernels with biases; ``out``:
+  ``[heads, head_dim, hidden]``), written out so the attention weights are a
+  return value rather than a ``sow``. The softmax is computed in float32.
+
+  Attributes:
+      num_heads: Number of heads; must divide the input width.
+      dtype: Computation dtype.
+
+  References:
+      Vaswani et al. 2017, "Attention Is All You Need", arXiv:1706.03762.
+  """
+
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Attends ``x`` of shape ``(batch, tokens, hidden)`` to itself.
+
+    Returns:
+        ``(out, weights)``: ``out`` like ``x``; ``weights`` of shape
+        ``(batch, heads, tokens, tokens)``, rows summing to one.
+    """
+    hidden = x.shape[-1]
+    if hidden % self.num_heads:
+      raise ValueError(
+        f"hidden size {hidden} is not divisible by num_heads={self.num_heads}"
+      )
+    head_dim = hidden // self.num_heads
+    dense = functools.partial(
+      nn.DenseGeneral,
+      features=(self.num_heads, head_dim),
+      kernel_init=nn.initializers.xavier_uniform(),
+      dtype=self.dtype,
+    )
+    q = dense(name="query")(x) / jnp.sqrt(head_dim).astype(self.dtype)
+    k = dense(name="key")(x)
+    v = dense(name="value")(x)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    weights = weights.astype(self.dtype)
+    y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    out = nn.DenseGeneral(
+      hidden,
+      axis=(-2, -1),
+      kernel_init=nn.initializers.xavier_uniform(),
+      dtype=self.dtype,
+      name="out",
+    )(y)
+    return out, weights
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LN transformer block: ``x + attn(LN(x))``, then ``x + MLP(LN(x))``.
+
+  The MLP is Dense(``mlp_dim``) - GELU (exact, not the tanh approximation) -
+  Dense(hidden), with dropout after each Dense and after the attention.
+
+  Attributes:
+      num_heads: Attention heads.
+      mlp_dim: Hidden width of the MLP.
+      dropout: Dropout rate (training only).
+      dtype: Computation dtype.
+
+  References:
+      Dosovitskiy et al. 2021, arXiv:2010.11929.
+  """
+
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(
+    self, x: jax.Array, train: bool = False
+  ) -> tuple[jax.Array, jax.Array]:
+    """Returns ``(x_out, attention_weights)`` for ``x`` of shape (B, T, D)."""
+    drop = functools.partial(nn.Dropout, self.dropout, deterministic=not train)
+    dense = functools.partial(
+      nn.Dense,
+      kernel_init=nn.initializers.xavier_uniform(),
+      bias_init=nn.initializers.normal(stddev=1e-6),
+      dtype=self.dtype,
+    )
+    y = nn.LayerNorm(dtype=self.dtype, name="ln1")(x)
+    y, weights = SelfAttention(self.num_heads, self.dtype, name="attention")(y)
+    x = x + drop()(y)
+    y = nn.LayerNorm(dtype=self.dtype, name="ln2")(x)
+    y = dense(self.mlp_dim, name="mlp_dense1")(y)
+    y = drop()(nn.gelu(y, approximate=False))
+    y = dense(x.shape[-1], name="mlp_dense2")(y)
+    return x + drop()(y), weights
+
+
+class ViT(nn.Module):
+  """Vision Transformer: patch embedding, pre-LN encoder, linear head.
+
+  A ``patch_size`` x ``patch_size`` stride-``patch_size`` conv embeds the
+  patches; with ``classifier="token"`` a learned class token is prepended;
+  learned position embeddings (one per token, sized from the input at init)
+  are added; ``num_layers`` ``EncoderBlock``s and a final LayerNorm follow;
+  the class token (or, with ``"gap"``, the mean over tokens) goes through a
+  zero-initialized Dense head.
+
+  Trainable parameters for 224x224 inputs and ``num_classes=1000``, token
+  classifier: ViT-B/16 86,567,656 (identical to the original ViT-B/16),
+  ViT-S/16 22,050,664, ViT-Ti/16 5,717,416 (identical to timm/DeiT).
+
+  Attributes:
+      num_classes: Number of output logits.
+      hidden_size: Token width.
+      num_layers: Number of encoder blocks.
+      num_heads: Attention heads per block.
+      mlp_dim: Hidden width of the MLPs.
+      patch_size: Patch side; input height and width must be multiples.
+      dropout: Dropout rate (embeddings, attention output, MLP).
+      classifier: ``"token"`` (class token) or ``"gap"`` (global average
+          pooling of the tokens, no class token).
+      dtype: Computation dtype; parameters stay float32.
+
+  References:
+      Dosovitskiy et al. 2021, arXiv:2010.11929.
+  """
+
+  num_classes: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  patch_size: int = 16
+  dropout: float = 0.0
+  classifier: str = "token"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(
+    self, x: jax.Array, train: bool = False, return_attention: bool = False
+  ) -> jax.Array | tuple[jax.Array, list[jax.Array]]:
+    """Computes logits (and optionally the attention maps).
+
+    Args:
+        x: Images of shape ``(batch, height, width, channels)``; height and
+            width must be multiples of ``patch_size`` and equal to those seen
+            at init.
+        train: Apply dropout (needs a ``'dropout'`` rng when
+            ``dropout > 0``) if True.
+        return_attention: Also return the attention maps.
+
+    Returns:
+        Logits of shape ``(batch, num_classes)`` in ``dtype``; with
+        ``return_attention=True`` the pair ``(logits, maps)`` where ``maps``
+        is a list (one entry per layer, first to last) of softmax weights of
+        shape ``(batch, heads, tokens, tokens)``. Token 0 is the class token
+        (``classifier="token"``), so ``maps[-1][:, :, 0, 1:]`` is the
+        last layer's class-token attention over the patches (MaskedKD).
+    """
+    if self.classifier not in _CLASSIFIERS:
+      raise ValueError(
+        f"classifier must be one of {_CLASSIFIERS}, got {self.classifier!r}"
+      )
+    _, height, width, _ = x.shape
+    p = self.patch_size
+    if height % p or width % p:
+      raise ValueError(
+        f"image size {height}x{width} is not a multiple of patch_size={p}"
+      )
+    x = nn.Conv(
+      self.hidden_size,
+      (p, p),
+      strides=(p, p),
+      padding="VALID",
+      dtype=self.dtype,
+      name="embedding",
+    )(x)
+    x = x.reshape((x.shape[0], -1, self.hidden_size))
+    if self.classifier == "token":
+      cls = self.param("cls", nn.initializers.zeros, (1, 1, self.hidden_size))
+      cls = jnp.broadcast_to(cls, (x.shape[0], 1, self.hidden_size))
+      x = jnp.concatenate([cls.astype(x.dtype), x], axis=1)
+    pos = self.param(
+      "pos_embedding",
+      nn.initializers.normal(stddev=0.02),
+      (1, x.shape[1], self.hidden_size),
+    )
+    x = x + pos.astype(x.dtype)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    maps = []
+    for i in range(self.num_layers):
+      x, weights = EncoderBlock(
+        self.num_heads,
+        self.mlp_dim,
+        self.dropout,
+        self.dtype,
+        name=f"encoderblock_{i}",
+      )(x, train)
+      maps.append(weights)
+    x = nn.LayerNorm(dtype=self.dtype, name="encoder_norm")(x)
+    x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
+    logits = nn.Dense(
+      self.num_classes,
+      kernel_init=nn.initializers.zeros,
+      dtype=self.dtype,
+      name="head",
+    )(x)
+    return (logits, maps) if return_attention else logits
+
+
+class ViTTi16(ViT):
+  """ViT-Ti/16: hidden 192, 12 layers, 3 heads, MLP 768 (DeiT-Tiny shape).
+
+  Trainable parameters for 224x224 inputs, ``num_classes=1000``: 5,717,416.
+  Fields as ``ViT`` (``patch_size`` and the others can be overridden).
+
+  Attributes:
+      num_classes: Number of output logits.
+      hidden_size: 192.
+      num_layers: 12.
+      num_heads: 3.
+      mlp_dim: 768.
+      patch_size: 16 by default.
+
+  References:
+      Touvron et al. 2021, "Training data-efficient image transformers",
+      arXiv:2012.12877; Dosovitskiy et al. 2021, arXiv:2010.11929.
+  """
+
+  hidden_size: int = 192
+  num_layers: int = 12
+  num_heads: int = 3
+  mlp_dim: int = 768
+
+
+class ViTS16(ViT):
+  """ViT-S/16: hidden 384, 12 layers, 6 heads, MLP 1536 (DeiT-Small shape).
+
+  Trainable parameters for 224x224 inputs, ``num_classes=1000``: 22,050,664.
+  Fields as ``ViT`` (``patch_size`` and the others can be overridden).
+
+  Attributes:
+      num_classes: Number of output logits.
+      hidden_size: 384.
+      num_layers: 12.
+      num_heads: 6.
+      mlp_dim: 1536.
+      patch_size: 16 by default.
+
+  References:
+      Touvron et al. 2021, arXiv:2012.12877; Dosovitskiy et al. 2021,
+      arXiv:2010.11929.
+  """
+
+  hidden_size: int = 384
+  num_layers: int = 12
+  num_heads: int = 6
+  mlp_dim: int = 1536
+
+
+class ViTB16(ViT):
+  """ViT-B/16: hidden 768, 12 layers, 12 heads, MLP 3072.
+
+  Trainable parameters for 224x224 inputs, ``num_classes=1000``: 86,567,656
+  (identical to the original ViT-B/16 and timm ``vit_base_patch16_224``).
+  Fields as ``ViT`` (``patch_size`` and the others can be overridden).
+
+  Attributes:
+      num_classes: Number of output logits.
+      hidden_size: 768.
+      num_layers: 12.
+      num_heads: 12.
+      mlp_dim: 3072.
+      patch_size: 16 by default.
+
+  References:
+      Dosovitskiy et al. 2021, arXiv:2010.11929.
+  """
+
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  mlp_dim: int = 3072

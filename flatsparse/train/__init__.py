@@ -1,0 +1,27 @@
+"""Training platform: state, generic steps, checkpoints, metrics, the loop."""
+
+from flatsparse.train.builders import build_model
+from flatsparse.train.builders import build_optimizer
+from flatsparse.train.builders import MODELS
+from flatsparse.train.builders import OPTIMIZERS
+from flatsparse.train.builders import register_model
+from flatsparse.train.builders import register_optimizer
+from flatsparse.train.checkpoint import Checkpointer
+from flatsparse.train.loop import train_and_evaluate
+from flatsparse.train.loop import validate_config
+from flatsparse.train.metrics import MetricWriter
+from flatsparse.train.metrics import Progress
+from flatsparse.train.metrics import read_metrics
+from flatsparse.train.metrics import sparsity_scalars
+from flatsparse.train.state import create_train_state
+from flatsparse.train.state import TrainState
+from flatsparse.train.step import make_eval_step
+from flatsparse.train.step import make_train_step
+
+__all__ = [
+    "build_model", "build_optimizer", "MODELS", "OPTIMIZERS",
+    "register_model", "register_optimizer", "Checkpointer",
+    "train_and_evaluate", "validate_config", "MetricWriter", "Progress",
+    "read_metrics", "sparsity_scalars", "create_train_state", "TrainState",
+    "make_eval_step", "make_train_step",
+]

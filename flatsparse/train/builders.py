@@ -1,0 +1,129 @@
+"""Model and optimizer from a config: one schema for every experiment.
+
+``config.model``: ``name`` (one of ``MODELS``) plus keyword arguments of the
+model class (``num_classes`` is filled from the dataset). ``config.optimizer``:
+``name`` (one of ``OPTIMIZERS``), ``learning_rate``, ``schedule``
+(``constant``, ``cosine``, ``warmup_cosine``), ``warmup_steps`` and the
+optimizer's own keywords (``momentum``, ``nesterov``, ``weight_decay``, ``b1``...).
+``config.sparsity`` (optional): a ``flatsparse.sparsity`` config; the wrapper
+goes outermost. Later capabilities register their transforms with
+:func:`register_optimizer`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import optax
+
+from flatsparse import models
+from flatsparse import sparsity
+
+__all__ = ["MODELS", "OPTIMIZERS", "register_model", "register_optimizer",
+           "build_model", "build_learning_rate", "build_optimizer"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": models.MLP,
+    "resnet18": models.ResNet18,
+    "resnet20": models.ResNet20,
+    "resnet32": models.ResNet32,
+    "resnet56": models.ResNet56,
+    "resnet50": models.ResNet50,
+    "vgg19": models.VGG19,
+    "wide_resnet": models.WideResNet,
+    "wrn28_10": models.WideResNet28x10,
+    "vit": models.ViT,
+    "vit_ti16": models.ViTTi16,
+    "vit_s16": models.ViTS16,
+    "vit_b16": models.ViTB16,
+}
+
+def sgd(learning_rate: Any, momentum: float | None = None,
+        nesterov: bool = False, weight_decay: float = 0.0
+        ) -> optax.GradientTransformation:
+  """SGD with PyTorch-style (coupled) L2: ``g + wd * w`` before momentum."""
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.sgd(learning_rate, momentum, nesterov))
+
+
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sgd": sgd,
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+}
+
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+  return dict(config.to_dict() if hasattr(config, "to_dict") else config)
+
+
+def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
+  """Makes ``config.model.name = name`` build ``factory(**kwargs)``."""
+  MODELS[name] = factory
+
+
+def register_optimizer(name: str,
+                       factory: Callable[..., optax.GradientTransformation]
+                       ) -> None:
+  """Makes ``config.optimizer.name = name`` build ``factory(lr, **kwargs)``."""
+  OPTIMIZERS[name] = factory
+
+
+def build_model(config: Mapping[str, Any], num_classes: int) -> nn.Module:
+  """``MODELS[config.name](num_classes=..., **rest)`` with clear errors."""
+  cfg = _as_dict(config)
+  if "name" not in cfg:
+    raise ValueError(f"config.model needs 'name'; allowed: {', '.join(MODELS)}.")
+  name = cfg.pop("name")
+  if name not in MODELS:
+    raise ValueError(f"Unknown model {name!r}; allowed: {', '.join(MODELS)}.")
+  if isinstance(cfg.get("hidden"), list):
+    cfg["hidden"] = tuple(cfg["hidden"])
+  try:
+    return MODELS[name](num_classes=num_classes, **cfg)
+  except TypeError as e:
+    raise ValueError(f"Bad arguments for model {name!r}: {e}") from e
+
+
+def build_learning_rate(config: Mapping[str, Any],
+                        total_steps: int) -> optax.Schedule | float:
+  """Constant, cosine decay, or linear warm-up then cosine to 0."""
+  lr = config["learning_rate"]
+  kind = config.get("schedule", "constant")
+  if kind == "constant":
+    return lr
+  if kind == "cosine":
+    return optax.cosine_decay_schedule(lr, total_steps)
+  if kind == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(
+        0.0, lr, config.get("warmup_steps", 0), total_steps)
+  raise ValueError(f"Unknown learning-rate schedule {kind!r}; allowed: "
+                   f"{', '.join(SCHEDULES)}.")
+
+
+def build_optimizer(config: Mapping[str, Any], total_steps: int,
+                    sparsity_config: Mapping[str, Any] | None = None
+                    ) -> optax.GradientTransformation:
+  """The optimizer chain of ``config``, wrapped by the sparsity updater."""
+  cfg = _as_dict(config)
+  for key in ("name", "learning_rate"):
+    if key not in cfg:
+      raise ValueError(f"config.optimizer needs {key!r} (optimizers: "
+                       f"{', '.join(OPTIMIZERS)}).")
+  name = cfg.pop("name")
+  if name not in OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer {name!r}; allowed: "
+                     f"{', '.join(OPTIMIZERS)}.")
+  lr = build_learning_rate(cfg, total_steps)
+  for key in ("learning_rate", "schedule", "warmup_steps"):
+    cfg.pop(key, None)
+  try:
+    tx = OPTIMIZERS[name](lr, **cfg)
+  except TypeError as e:
+    raise ValueError(f"Bad arguments for optimizer {name!r}: {e}") from e
+  if sparsity_config:
+    tx = sparsity.create_updater_from_config(sparsity_config).wrap(tx)
+  return tx

@@ -1,0 +1,43 @@
+"""Train state: parameters, BatchNorm statistics, optimizer state, step, rng."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["TrainState", "create_train_state"]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step reads and writes; a pytree (jit, shard, checkpoint).
+
+  Attributes:
+    step: int32 number of optimizer steps taken.
+    params: model parameters (float32).
+    batch_stats: BatchNorm running statistics (``{}`` for models without).
+    opt_state: the optax state (masks of sparsity wrappers live here).
+    rng: uint32[2] base key; step ``t`` uses ``fold_in(rng, t)`` (dropout).
+  """
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
+                       sample_input: jax.Array, seed: int) -> TrainState:
+  """Initializes parameters (and batch statistics) and the optimizer state."""
+  init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
+  variables = model.init(init_key, sample_input, train=False)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}),
+                    opt_state=tx.init(params), rng=rng)
