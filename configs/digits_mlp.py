@@ -38,7 +38,8 @@ def get_config(variant: str = "gmp") -> ml_collections.ConfigDict:
         update_freq=100, update_end_step=1100, drop_fraction=0.3,
         drop_fraction_end_step=1100))
   elif variant == "tiny":
-    c.model.hidden = (32,)
+    c.model.hidden = (64,)
+    c.optimizer.learning_rate = 1e-2
     c.steps = 60
     c.sparsity.update_start_step = 10
     c.sparsity.update_freq = 10

@@ -40,6 +40,7 @@ from typing import Any, Mapping
 from absl import logging
 import jax
 import numpy as np
+from etils import epath
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_policies
 
@@ -102,6 +103,19 @@ def _abstract_leaf(x: Any) -> Any:
   return x
 
 
+def _remove_unfinished(directory: str) -> None:
+  """Deletes folders of saves that never finished (a killed process)."""
+  path = epath.Path(directory)
+  if jax.process_index() != 0 or not path.exists():
+    return
+  for stale in path.glob("*orbax-checkpoint-tmp*"):
+    logging.info("Removing unfinished checkpoint %s", stale)
+    if stale.is_dir():
+      stale.rmtree(missing_ok=True)
+    else:
+      stale.unlink(missing_ok=True)
+
+
 class Checkpointer:
   """Saves and restores a train state every ``every_steps`` steps.
 
@@ -131,6 +145,7 @@ class Checkpointer:
     self.every_steps = _check_positive_int("every_steps", every_steps)
     self.keep = _check_positive_int("keep", keep)
     self.directory = str(directory)
+    _remove_unfinished(self.directory)
     options = ocp.CheckpointManagerOptions(
         # Explicit policies: orbax's defaults for `save_interval_steps` also
         # include InitialSavePolicy, which saves the first step of a fresh run
@@ -141,7 +156,9 @@ class Checkpointer:
         ]),
         preservation_policy=ocp_policies.LatestN(n=self.keep),
         enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True,
+        # Done synchronously above: orbax's own cleanup can race a save that
+        # removes the same unfinished folder (seen after a killed run).
+        cleanup_tmp_directories=False,
         create=True,
     )
     self._manager = ocp.CheckpointManager(

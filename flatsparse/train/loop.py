@@ -138,8 +138,11 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     start = int(state.step)
     logging.info("Resumed from step %d in %s", start, workdir)
   mesh = _mesh(cfg["data_parallel"], cfg["batch_size"])
+  eval_batch_size = cfg["eval_batch_size"]
   if mesh is not None:
     state = jax.device_put(state, NamedSharding(mesh, P()))
+    # Eval batches are padded anyway: round up so they split over devices.
+    eval_batch_size = -(-eval_batch_size // mesh.size) * mesh.size
   train_step = jax.jit(step_lib.make_train_step(
       model, tx, accum_steps=cfg["accum_steps"]), donate_argnums=0)
   eval_step = jax.jit(step_lib.make_eval_step(model))
@@ -166,7 +169,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
       writer.write_scalars(step, scalars)
     if step % cfg["eval_every"] == 0 or last:
       result = evaluate(eval_step, state,
-                        loader.eval_batches(cfg["eval_batch_size"]), mesh)
+                        loader.eval_batches(eval_batch_size), mesh)
       writer.write_scalars(step, {
           **{f"eval/{k}": v for k, v in result.items()},
           **metrics_lib.sparsity_scalars(jax.device_get(state.params))})
@@ -177,7 +180,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
   writer.close()
   if not result:  # resumed at the end: evaluate what was restored.
     result = evaluate(eval_step, state,
-                      loader.eval_batches(cfg["eval_batch_size"]), mesh)
+                      loader.eval_batches(eval_batch_size), mesh)
   return {k: float(v) for k, v in result.items()}
 
 

@@ -1,0 +1,145 @@
+"""The loop: end to end for two configs, kill-and-resume equality, NaN stop,
+schema errors, report."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import cifar10_resnet20
+from configs import digits_mlp
+from experiments import report
+from flatsparse.train import checkpoint as checkpoint_lib
+from flatsparse.train import loop
+from flatsparse.train import metrics as metrics_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _latest_step(ckpt_dir):
+  with checkpoint_lib.Checkpointer(str(ckpt_dir), every_steps=1,
+                                   keep=2) as ckpt:
+    return ckpt.latest_step()
+
+
+def _params_of(workdir, config):
+  """Restores the final params of a finished run."""
+  loader, sample = loop.make_loader(config.dataset, config.batch_size)
+  from flatsparse.train import builders, state as state_lib  # noqa
+  model = builders.build_model(config.model, loader.num_classes)
+  tx = builders.build_optimizer(config.optimizer, config.steps,
+                                config.sparsity)
+  like = state_lib.create_train_state(model, tx, sample, config.seed)
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                     every_steps=1, keep=2)
+  state, _ = ckpt.restore(like)
+  ckpt.close()
+  return state
+
+
+def test_digits_tiny_end_to_end(tmp_path):
+  config = digits_mlp.get_config("tiny")
+  result = loop.train_and_evaluate(config, str(tmp_path))
+  assert result["accuracy"] > 0.5  # 60 steps of a 32-unit MLP
+  rows = metrics_lib.read_metrics(str(tmp_path))
+  assert rows[-1]["sparsity/prunable"] == pytest.approx(0.9, abs=1e-3)
+  assert (tmp_path / "config.json").exists()
+  assert list((tmp_path / "tensorboard").iterdir())
+  # Re-running the finished run resumes at the end and only evaluates.
+  again = loop.train_and_evaluate(config, str(tmp_path))
+  assert again["accuracy"] == pytest.approx(result["accuracy"])
+
+
+def test_cifar10_tiny_end_to_end_on_tfds_mock_data(tmp_path):
+  config = cifar10_resnet20.get_config("tiny")
+  with tfds.testing.mock_data(num_examples=16,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    result = loop.train_and_evaluate(config, str(tmp_path))
+  assert 0.0 <= result["accuracy"] <= 1.0 and np.isfinite(result["loss"])
+  assert _latest_step(tmp_path / "checkpoints") == 4
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+  config = digits_mlp.get_config("tiny")
+  config.optimizer.schedule = "constant"  # independent of the total steps
+  config.steps = 120
+  straight = tmp_path / "straight"
+  loop.train_and_evaluate(config, str(straight))
+
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "experiments.train",
+       "--config=configs/digits_mlp.py:tiny", "--config.steps=100000",
+       "--config.optimizer.schedule=constant", f"--workdir={killed}",
+       "--seeds=0"], cwd=ROOT, stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL)
+  ckpt_dir = killed / "seed_0" / "checkpoints"
+  deadline = time.time() + 240
+  try:
+    while time.time() < deadline:
+      steps = [int(p.name) for p in ckpt_dir.glob("*") if p.name.isdigit()]
+      if steps and max(steps) >= 40:
+        break
+      time.sleep(0.2)
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  resumed_from = _latest_step(ckpt_dir)
+  assert 40 <= resumed_from < 120
+  loop.train_and_evaluate(config, str(killed / "seed_0"))
+  a = _params_of(str(straight), config)
+  b = _params_of(str(killed / "seed_0"), config)
+  assert int(a.step) == int(b.step) == 120
+  jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+  jax.tree.map(np.testing.assert_array_equal, a.opt_state, b.opt_state)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_last_good(tmp_path):
+  config = digits_mlp.get_config("tiny")
+  config.sparsity = None
+  config.optimizer.name = "sgd"
+  config.optimizer.learning_rate = 1e12
+  config.optimizer.weight_decay = 0.0
+  with pytest.raises(FloatingPointError, match=r"non-finite\) at step \d+"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  latest = _latest_step(tmp_path / "checkpoints")
+  assert latest is None or latest < 60
+
+
+@pytest.mark.parametrize("change,msg", [
+    (lambda c: c.__delitem__("model"), r"missing required keys \['model'\]"),
+    (lambda c: c.__setitem__("stepz", 3), r"Unknown config keys \['stepz'\]"),
+    (lambda c: c.__setitem__("steps", 0), "config.steps must be a positive"),
+    (lambda c: c.model.__setitem__("name", "lenet"), "Unknown model 'lenet'"),
+    (lambda c: c.optimizer.__setitem__("name", "rmsprop2"),
+     "Unknown optimizer 'rmsprop2'"),
+    (lambda c: c.dataset.__setitem__("name", "imagenet_tiny"),
+     "imagenet_tiny"),
+])
+def test_config_schema_errors(tmp_path, change, msg):
+  config = digits_mlp.get_config("tiny")
+  change(config)
+  with pytest.raises(ValueError, match=msg):
+    loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_report_table_and_plot(tmp_path):
+  for variant in ("dense", "tiny"):
+    config = digits_mlp.get_config("tiny")
+    config.steps = 30
+    if variant == "dense":
+      config.sparsity = None
+    loop.train_and_evaluate(config, str(tmp_path / variant / "seed_0"))
+  md, png = report.write_report(
+      [str(p) for p in tmp_path.glob("*/seed_*")], str(tmp_path / "report"))
+  text = pathlib.Path(md).read_text()
+  assert "| dense | 1 |" in text and "| tiny | 1 |" in text
+  assert pathlib.Path(png).stat().st_size > 1000
