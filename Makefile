@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m experiments.prune_digits --config=configs/prune_digits.py
+	$(PY) -m experiments.study --config=configs/flagship_digits.py --workdir=workdirs/demo
 
 test: $(STAMP)
 	$(PYTEST) -n 2 -m "not slow and not multidevice" --timeout=600

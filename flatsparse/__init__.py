@@ -1,6 +1,8 @@
 """flatsparse: sparse and flat neural networks in JAX/Optax."""
 
+from flatsparse import flatness
 from flatsparse import sparsity
+from flatsparse.flatness import sam
 
-__all__ = ["sparsity"]
+__all__ = ["flatness", "sam", "sparsity"]
 __version__ = "0.1.0"

@@ -244,9 +244,10 @@ class SparseUpdater:
             "mask_update must be a Python bool (a static argument of the "
             f"jitted step) or None, got {mask_update!r}.")
       grads = updates
-      inner_updates, inner_state = inner.update(
-          updates, state.inner_state, params, **extra)
       old = self._load(state.masks, params)
+      # Inner transforms see the active set (sparse SAM perturbs only it).
+      inner_updates, inner_state = inner.update(
+          updates, state.inner_state, params, masks=old, **extra)
 
       def refresh(stored):
         # A fresh key per step without paying for a split on steady steps.

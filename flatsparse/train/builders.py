@@ -5,8 +5,9 @@ model class (``num_classes`` is filled from the dataset). ``config.optimizer``:
 ``name`` (one of ``OPTIMIZERS``), ``learning_rate``, ``schedule``
 (``constant``, ``cosine``, ``warmup_cosine``), ``warmup_steps`` and the
 optimizer's own keywords (``momentum``, ``nesterov``, ``weight_decay``, ``b1``...).
-``config.sparsity`` (optional): a ``flatsparse.sparsity`` config; the wrapper
-goes outermost. Later capabilities register their transforms with
+``config.flatness`` (optional): ``name`` (one of ``FLATNESS``, e.g. ``sam``)
+and its keywords; it goes first in the chain. ``config.sparsity`` (optional):
+a ``flatsparse.sparsity`` config; the wrapper goes outermost. Later capabilities register their transforms with
 :func:`register_optimizer`.
 """
 
@@ -17,11 +18,13 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 import optax
 
+from flatsparse import flatness
 from flatsparse import models
 from flatsparse import sparsity
 
-__all__ = ["MODELS", "OPTIMIZERS", "register_model", "register_optimizer",
-           "build_model", "build_learning_rate", "build_optimizer"]
+__all__ = ["MODELS", "OPTIMIZERS", "FLATNESS", "register_model",
+           "register_optimizer", "build_model", "build_learning_rate",
+           "build_flatness", "build_optimizer"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": models.MLP,
@@ -51,6 +54,10 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": sgd,
     "adam": optax.adam,
     "adamw": optax.adamw,
+}
+
+FLATNESS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sam": flatness.sam,
 }
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -104,10 +111,24 @@ def build_learning_rate(config: Mapping[str, Any],
                    f"{', '.join(SCHEDULES)}.")
 
 
+def build_flatness(config: Mapping[str, Any]) -> optax.GradientTransformation:
+  """``FLATNESS[config.name](**rest)``, e.g. ``{'name': 'sam', 'rho': 0.05}``."""
+  cfg = _as_dict(config)
+  name = cfg.pop("name", None)
+  if name not in FLATNESS:
+    raise ValueError(f"Unknown flatness transform {name!r}; allowed: "
+                     f"{', '.join(FLATNESS)}.")
+  try:
+    return FLATNESS[name](**cfg)
+  except TypeError as e:
+    raise ValueError(f"Bad arguments for flatness {name!r}: {e}") from e
+
+
 def build_optimizer(config: Mapping[str, Any], total_steps: int,
-                    sparsity_config: Mapping[str, Any] | None = None
+                    sparsity_config: Mapping[str, Any] | None = None,
+                    flatness_config: Mapping[str, Any] | None = None
                     ) -> optax.GradientTransformation:
-  """The optimizer chain of ``config``, wrapped by the sparsity updater."""
+  """``sparsity.wrap(chain(flatness, optimizer))`` from the config parts."""
   cfg = _as_dict(config)
   for key in ("name", "learning_rate"):
     if key not in cfg:
@@ -124,6 +145,8 @@ def build_optimizer(config: Mapping[str, Any], total_steps: int,
     tx = OPTIMIZERS[name](lr, **cfg)
   except TypeError as e:
     raise ValueError(f"Bad arguments for optimizer {name!r}: {e}") from e
+  if flatness_config:
+    tx = optax.chain(build_flatness(flatness_config), tx)
   if sparsity_config:
     tx = sparsity.create_updater_from_config(sparsity_config).wrap(tx)
   return tx

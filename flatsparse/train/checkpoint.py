@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import os
 from typing import Any, Mapping
 
 from absl import logging
@@ -144,7 +145,10 @@ class Checkpointer:
     """
     self.every_steps = _check_positive_int("every_steps", every_steps)
     self.keep = _check_positive_int("keep", keep)
-    self.directory = str(directory)
+    directory = str(directory)
+    # orbax needs absolute local paths; URLs (gs://...) pass through.
+    self.directory = directory if "://" in directory else os.path.abspath(
+        directory)
     _remove_unfinished(self.directory)
     options = ocp.CheckpointManagerOptions(
         # Explicit policies: orbax's defaults for `save_interval_steps` also

@@ -32,7 +32,7 @@ __all__ = ["REQUIRED_KEYS", "OPTIONAL_KEYS", "validate_config",
 
 REQUIRED_KEYS = ("dataset", "model", "optimizer", "steps", "batch_size")
 OPTIONAL_KEYS = {
-    "seed": 0, "sparsity": None, "accum_steps": 1, "log_every": 100,
+    "seed": 0, "sparsity": None, "flatness": None, "accum_steps": 1, "log_every": 100,
     "eval_every": 1000, "checkpoint_every": 1000, "keep_checkpoints": 2,
     "data_parallel": True, "eval_batch_size": 500,
 }
@@ -126,7 +126,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
   loader, sample = make_loader(cfg["dataset"], cfg["batch_size"])
   model = builders.build_model(cfg["model"], loader.num_classes)
   tx = builders.build_optimizer(cfg["optimizer"], cfg["steps"],
-                                cfg["sparsity"])
+                                cfg["sparsity"], cfg["flatness"])
   state = state_lib.create_train_state(model, tx, jnp.asarray(sample),
                                        cfg["seed"])
   checkpoints = checkpoint_lib.Checkpointer(

@@ -35,7 +35,7 @@ def _params_of(workdir, config):
   from flatsparse.train import builders, state as state_lib  # noqa
   model = builders.build_model(config.model, loader.num_classes)
   tx = builders.build_optimizer(config.optimizer, config.steps,
-                                config.sparsity)
+                                config.sparsity, config.get("flatness"))
   like = state_lib.create_train_state(model, tx, sample, config.seed)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                      every_steps=1, keep=2)

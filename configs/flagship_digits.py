@@ -1,0 +1,47 @@
+"""The flagship study on the embedded digits (what `make demo` runs).
+
+Dense vs gradual magnitude pruning (GMP) vs RigL vs SAM+GMP, all at 90%
+sparsity, MLP 64-256-256-10, 1,500 AdamW steps, 3 seeds.
+
+Run (about 3 minutes on 2 CPU cores, no network):
+  python -m experiments.study --config=configs/flagship_digits.py --workdir=workdirs/demo
+Variants: `tiny` (one seed, few steps; what the tests run).
+"""
+
+import ml_collections
+
+from configs import digits_mlp
+
+_GMP = dict(algorithm="magnitude", sparsity=0.9, schedule="polynomial",
+            update_freq=50, update_start_step=200, update_end_step=1000)
+_RIGL = dict(algorithm="rigl", sparsity=0.9, dist_type="erk",
+             schedule="periodic", update_freq=100, update_end_step=1100,
+             drop_fraction=0.3, drop_fraction_end_step=1100)
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.base = digits_mlp.get_config("dense")
+  c.base.eval_every = 250
+  c.seeds = (0, 1, 2)
+  c.variants = ml_collections.ConfigDict({
+      "dense": {},
+      "gmp": {"sparsity": _GMP},
+      "rigl": {"sparsity": _RIGL},
+      "sam_gmp": {"sparsity": _GMP, "flatness": {"name": "sam", "rho": 0.05}},
+  })
+  if variant == "tiny":
+    c.seeds = (0,)
+    c.base.steps = 40
+    c.base.model.hidden = (32,)
+    c.base.eval_every = 20
+    c.base.log_every = 10
+    c.base.checkpoint_every = 20
+    for name in ("gmp", "rigl", "sam_gmp"):
+      c.variants[name].sparsity.update_start_step = 0
+      c.variants[name].sparsity.update_freq = 10
+      c.variants[name].sparsity.update_end_step = 30
+    c.variants.rigl.sparsity.drop_fraction_end_step = 30
+  elif variant:
+    raise ValueError(f"Unknown variant {variant!r}; allowed: '', 'tiny'.")
+  return c
