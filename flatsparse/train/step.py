@@ -133,7 +133,9 @@ def make_eval_step(model: nn.Module) -> Callable[[TrainState, Batch], dict]:
     losses = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), batch["label"])
     correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    return {"correct": jnp.sum(correct * mask),
-            "loss_sum": jnp.sum(losses * mask), "count": jnp.sum(mask)}
+    # where, not multiply: a padded example must not turn the sum into NaN.
+    return {"correct": jnp.sum(jnp.where(mask > 0, correct, 0)),
+            "loss_sum": jnp.sum(jnp.where(mask > 0, losses, 0)),
+            "count": jnp.sum(mask)}
 
   return step

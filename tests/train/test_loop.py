@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import cifar100_resnet32
 from configs import cifar10_resnet20
 from configs import digits_mlp
+from configs import imagenet_resnet50
 from experiments import report
 from flatsparse.train import checkpoint as checkpoint_lib
 from flatsparse.train import loop
@@ -57,13 +59,16 @@ def test_digits_tiny_end_to_end(tmp_path):
   assert again["accuracy"] == pytest.approx(result["accuracy"])
 
 
-def test_cifar10_tiny_end_to_end_on_tfds_mock_data(tmp_path):
-  config = cifar10_resnet20.get_config("tiny")
-  with tfds.testing.mock_data(num_examples=16,
+@pytest.mark.parametrize("config_module", [
+    cifar10_resnet20, cifar100_resnet32, imagenet_resnet50],
+                         ids=["cifar10", "cifar100", "imagenet2012"])
+def test_tfds_configs_end_to_end_on_mock_data(tmp_path, config_module):
+  config = config_module.get_config("tiny")
+  with tfds.testing.mock_data(num_examples=8,
                               policy=tfds.testing.MockPolicy.USE_CODE):
     result = loop.train_and_evaluate(config, str(tmp_path))
   assert 0.0 <= result["accuracy"] <= 1.0 and np.isfinite(result["loss"])
-  assert _latest_step(tmp_path / "checkpoints") == 4
+  assert _latest_step(tmp_path / "checkpoints") == config.steps
 
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):

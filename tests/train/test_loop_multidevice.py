@@ -1,4 +1,4 @@
-"""8 simulated devices give the loss curve of 1 device (dense and pruned runs).
+"""8 simulated devices give the loss curve of 1 device (dense, pruned, SAM+pruned).
 
 Run in its own process: XLA_FLAGS=--xla_force_host_platform_device_count=8.
 Tolerance: train losses agree to rtol 1e-4 over 60 steps (the data-parallel
@@ -25,12 +25,14 @@ def _losses(workdir):
           if "train/loss" in r]
 
 
-@pytest.mark.parametrize("variant", ["dense", "tiny"])
+@pytest.mark.parametrize("variant", ["dense", "tiny", "sam_pruned"])
 def test_eight_devices_match_one(tmp_path, variant):
   config = digits_mlp.get_config("tiny")
   config.log_every = 5
   if variant == "dense":
     config.sparsity = None
+  if variant == "sam_pruned":
+    config.flatness = {"name": "sam", "rho": 0.05}
   results = {}
   for parallel in (False, True):
     config.data_parallel = parallel
@@ -42,6 +44,6 @@ def test_eight_devices_match_one(tmp_path, variant):
                              rtol=1e-4)
   assert results[True]["accuracy"] == pytest.approx(results[False]["accuracy"],
                                                     abs=0.01)
-  if variant == "tiny":
+  if variant != "dense":
     assert results["sparsity_True"]["sparsity/prunable"] == pytest.approx(0.9,
                                                                           abs=1e-3)
