@@ -27,6 +27,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.sparsity_overhead
+	$(PY) -m benchmarks.train_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
