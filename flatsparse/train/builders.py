@@ -54,6 +54,9 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": sgd,
     "adam": optax.adam,
     "adamw": optax.adamw,
+    "sassha": flatness.sassha,
+    "adahessian": flatness.adahessian,
+    "sophia_h": flatness.sophia_h,
 }
 
 FLATNESS: dict[str, Callable[..., optax.GradientTransformation]] = {
