@@ -60,21 +60,18 @@ import argparse
 import concurrent.futures
 import ctypes
 import dataclasses
-import datetime
 import json
-import os
 import resource
 import statistics
-import sys
 import time
 from typing import Any, Callable, Sequence
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from benchmarks import common
 import flatsparse as fs
 from flatsparse import models
 
@@ -138,28 +135,13 @@ def make_train_step(
 ) -> Callable[..., Any]:
   """Jitted ``(params, opt_state, batch_stats, batch) -> (..., loss)``."""
 
-  def loss_fn(
-    params: PyTree, batch_stats: PyTree, batch: Batch
-  ) -> tuple[jax.Array, PyTree]:
-    x, y = batch
-    if has_batch_stats:
-      logits, new_vars = model.apply(
-        {"params": params, "batch_stats": batch_stats},
-        x,
-        train=True,
-        mutable=["batch_stats"],
-      )
-      batch_stats = new_vars["batch_stats"]
-    else:
-      logits = model.apply({"params": params}, x, train=True)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    return loss, batch_stats
+  loss_fn = common.classification_loss(model, has_batch_stats)
 
   def step(
     params: PyTree, opt_state: PyTree, batch_stats: PyTree, batch: Batch
   ) -> tuple[PyTree, PyTree, PyTree, jax.Array]:
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      params, batch_stats, batch
+      params, batch_stats, *batch
     )
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, batch_stats, loss
@@ -210,9 +192,7 @@ def make_transforms() -> dict[str, optax.GradientTransformation]:
 # ---- timed things -------------------------------------------------------------
 
 
-def log(message: str) -> None:
-  """Progress on stderr (stdout carries only the JSON object)."""
-  print(f"[sparsity_overhead] {message}", file=sys.stderr, flush=True)
+log = common.make_log("sparsity_overhead")
 
 
 def timed_call(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
@@ -376,12 +356,6 @@ def mask_nbytes(opt_state: PyTree) -> int:
 # ---- one workload -------------------------------------------------------------
 
 
-def cache_size(fn: Any) -> int | None:
-  """Compiled entries of a jitted function (None where jax lacks the API)."""
-  size = getattr(fn, "_cache_size", None)
-  return size() if callable(size) else None
-
-
 def make_runners(
   workload: Workload, params: PyTree, batch_stats: PyTree, batch: Batch
 ) -> dict[str, Runner]:
@@ -435,7 +409,7 @@ def bench_workload(
   }
   times = time_interleaved(runners, reps, rounds)
   train = {n: r for n, r in runners.items() if isinstance(r, StepRunner)}
-  cache_sizes = {name: cache_size(r.step) for name, r in train.items()}
+  cache_sizes = {name: common.cache_size(r.step) for name, r in train.items()}
   with concurrent.futures.ThreadPoolExecutor(len(train)) as pool:
     temp_bytes = dict(
       zip(train, pool.map(StepRunner.temp_bytes, train.values()))
@@ -512,22 +486,6 @@ def disable_malloc_mmap() -> bool:
   )
 
 
-def device_info() -> dict[str, Any]:
-  device = jax.devices()[0]
-  return {
-    "device_kind": device.device_kind,
-    "platform": device.platform,
-    "device_count": jax.device_count(),
-    "jax": jax.__version__,
-    "optax": optax.__version__,
-    "flax": flax.__version__,
-    "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-      timespec="seconds"
-    ),
-  }
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
@@ -574,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
   result: dict[str, Any] = {
     "benchmark": "sparsity_overhead",
-    "device": device_info(),
+    "device": common.device_info(),
     "config": {
       "steps": args.steps,
       "rounds": args.rounds,

@@ -55,20 +55,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
-import os
 import statistics
-import sys
 import time
 from typing import Any, Callable, Sequence
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from benchmarks import common
 from flatsparse import models
 from flatsparse.train.state import TrainState, create_train_state
 from flatsparse.train.step import make_train_step
@@ -127,21 +124,7 @@ def make_minimal_step(
 ) -> Callable[..., Any]:
   """Jitted ``(params, opt_state, batch_stats, x, y) -> (..., loss)``."""
 
-  def loss_fn(
-    params: PyTree, batch_stats: PyTree, x: jax.Array, y: jax.Array
-  ) -> tuple[jax.Array, PyTree]:
-    if has_batch_stats:
-      logits, new_vars = model.apply(
-        {"params": params, "batch_stats": batch_stats},
-        x,
-        train=True,
-        mutable=["batch_stats"],
-      )
-      batch_stats = new_vars["batch_stats"]
-    else:
-      logits = model.apply({"params": params}, x, train=True)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    return loss, batch_stats
+  loss_fn = common.classification_loss(model, has_batch_stats)
 
   def step(
     params: PyTree,
@@ -214,15 +197,7 @@ Runner = PlatformRunner | MinimalRunner
 # ---- diagnostics --------------------------------------------------------------
 
 
-def log(message: str) -> None:
-  """Progress on stderr (stdout carries only the JSON object)."""
-  print(f"[train_throughput] {message}", file=sys.stderr, flush=True)
-
-
-def cache_size(fn: Any) -> int | None:
-  """Compiled entries of a jitted function (None where jax lacks the API)."""
-  size = getattr(fn, "_cache_size", None)
-  return size() if callable(size) else None
+log = common.make_log("train_throughput")
 
 
 def compiled_stats(runner: Runner) -> dict[str, Any]:
@@ -285,7 +260,7 @@ def bench_workload(
       f"{n} {1e3 * statistics.median(t[-1]):.1f} ms" for n, t in times.items()
     ))
 
-  cache_sizes = {name: cache_size(r.step) for name, r in runners.items()}
+  cache_sizes = {name: common.cache_size(r.step) for name, r in runners.items()}
   median_s = {
     name: statistics.median(s for r in t for s in r)
     for name, t in times.items()
@@ -324,23 +299,6 @@ def bench_workload(
 
 
 # ---- main ---------------------------------------------------------------------
-
-
-def device_info() -> dict[str, Any]:
-  device = jax.devices()[0]
-  return {
-    "device_kind": device.device_kind,
-    "platform": device.platform,
-    "device_count": jax.device_count(),
-    "cpu_count": os.cpu_count(),
-    "jax": jax.__version__,
-    "optax": optax.__version__,
-    "flax": flax.__version__,
-    "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-      timespec="seconds"
-    ),
-  }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -401,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     raise SystemExit("--batch-size, --steps, --rounds, --warmup must be >= 1.")
   result: dict[str, Any] = {
     "benchmark": "train_throughput",
-    "device": device_info(),
+    "device": common.device_info(),
     "config": {
       "batch_size": batch_size,
       "steps": steps,
