@@ -28,6 +28,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.sparsity_overhead
 	$(PY) -m benchmarks.train_throughput
+	$(PY) -m benchmarks.flatness_cost
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
