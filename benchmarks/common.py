@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import datetime
+import json
 import os
 import sys
 from typing import Any, Callable
@@ -12,7 +15,87 @@ import flax.linen as nn
 import jax
 import optax
 
+from flatsparse import models
+
 PyTree = Any
+NUM_CLASSES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  name: str
+  model: nn.Module
+  input_shape: tuple[int, ...]  # One example, without the batch axis.
+
+
+WORKLOADS: dict[str, Callable[[], Workload]] = {
+  "mlp": lambda: Workload(
+    "mlp", models.MLP(hidden=(1024, 1024), num_classes=NUM_CLASSES), (784,)
+  ),
+  "resnet18": lambda: Workload(
+    "resnet18", models.ResNet18(num_classes=NUM_CLASSES), (32, 32, 3)
+  ),
+  "vit_s": lambda: Workload(
+    "vit_s",
+    models.ViTS16(num_classes=NUM_CLASSES, patch_size=4),
+    (32, 32, 3),
+  ),
+}
+
+
+def workloads(*names: str) -> dict[str, Callable[[], Workload]]:
+  """The subset of ``WORKLOADS`` a script benchmarks."""
+  return {name: WORKLOADS[name] for name in names}
+
+
+def emit_json(result: dict[str, Any], path: str | None) -> None:
+  """Prints the result object (the script's only stdout) and saves it."""
+  text = json.dumps(result, indent=2)
+  print(text)
+  if path:
+    with open(path, "w") as f:
+      f.write(text + "\n")
+
+
+def disable_malloc_mmap() -> bool:
+  """glibc: serve large blocks from the heap and keep it (no page faults).
+
+  By default glibc maps every block above 32 MiB afresh, so a step whose
+  compiled scratch exceeds that page-faults all its temporaries each call.
+  """
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+  except OSError:
+    return False
+  m_trim_threshold, m_mmap_max = -1, -4
+  return bool(
+    libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**30)
+  )
+
+
+def compiled_stats(runner: Any) -> dict[str, Any]:
+  """XLA's estimates for ``runner.step`` on ``runner.args()`` (abstract args)."""
+  spec = jax.tree.map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), runner.args()
+  )
+  compiled = runner.step.lower(*spec).compile()
+  out: dict[str, Any] = {}
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # Older jax: one dict per computation.
+    cost = cost[0] if cost else {}
+  if cost:
+    out["gflops"] = round(float(cost.get("flops", 0.0)) / 1e9, 3)
+    out["bytes_accessed_mb"] = round(
+      float(cost.get("bytes accessed", 0.0)) / 2**20, 1
+    )
+  memory = compiled.memory_analysis()
+  if memory is not None:
+    out["temp_mb"] = round(memory.temp_size_in_bytes / 2**20, 1)
+  text = compiled.as_text() or ""
+  out["hlo_instructions"] = sum(
+    1 for line in text.splitlines() if " = " in line and "%" in line
+  )
+  return out
 
 
 def device_info() -> dict[str, Any]:

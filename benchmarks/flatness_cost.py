@@ -91,7 +91,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import json
 import math
 import statistics
 import time
@@ -103,15 +102,12 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks import common
-from benchmarks.sparsity_overhead import disable_malloc_mmap
-from benchmarks.train_throughput import compiled_stats
 import flatsparse as fs
-from flatsparse import models
 
 PyTree = Any
 Batch = tuple[jax.Array, jax.Array]
 
-NUM_CLASSES = 10
+NUM_CLASSES = common.NUM_CLASSES
 SEED = 0
 RHO = 0.05  # SAM radius of the three SAM variants.
 SASSHA_K = 10
@@ -127,21 +123,8 @@ ACCELERATOR_DEFAULTS = ("mlp,resnet18", 256, 20, 10)
 # ---- workloads ----------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Workload:
-  name: str
-  model: nn.Module
-  input_shape: tuple[int, ...]  # One example, without the batch axis.
-
-
-WORKLOADS: dict[str, Callable[[], Workload]] = {
-  "mlp": lambda: Workload(
-    "mlp", models.MLP(hidden=(1024, 1024), num_classes=NUM_CLASSES), (784,)
-  ),
-  "resnet18": lambda: Workload(
-    "resnet18", models.ResNet18(num_classes=NUM_CLASSES), (32, 32, 3)
-  ),
-}
+Workload = common.Workload
+WORKLOADS = common.workloads("mlp", "resnet18")
 
 
 def make_batch(workload: Workload, batch_size: int) -> Batch:
@@ -277,8 +260,11 @@ class StepRunner:
     self.period = variant.period
     self.batch = batch
     copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t))
-    self.state = (copy(params), jax.jit(variant.tx.init)(params),
-                  copy(batch_stats))
+    self.state = (
+      copy(params),
+      jax.jit(variant.tx.init)(params),
+      copy(batch_stats),
+    )
     self.count = 0  # Steps taken; the optimizer's count before the next one.
     self.first_loss: float | None = None
 
@@ -303,8 +289,12 @@ class StepRunner:
 
 
 def max_abs_diff(a: PyTree, b: PyTree) -> float:
-  return float(max(jnp.max(jnp.abs(x - y)) for x, y in
-                   zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+  return float(
+    max(
+      jnp.max(jnp.abs(x - y))
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+  )
 
 
 def warm_up(runners: dict[str, StepRunner]) -> dict[str, float]:
@@ -365,10 +355,14 @@ def time_interleaved(
   for i in range(rounds):
     for name, runner in runners.items():
       times[name].rounds.append(runner.run(runner.steps_for(steps)))
-    log(f"  round {i + 1}/{rounds}: " + ", ".join(
-      f"{n} {1e3 * statistics.median(s for _, s in t.rounds[-1]):.2f}"
-      for n, t in times.items()
-    ) + " ms")
+    log(
+      f"  round {i + 1}/{rounds}: "
+      + ", ".join(
+        f"{n} {1e3 * statistics.median(s for _, s in t.rounds[-1]):.2f}"
+        for n, t in times.items()
+      )
+      + " ms"
+    )
   return times
 
 
@@ -411,8 +405,12 @@ def targets(ratios: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 
 def bench_workload(
-  workload: Workload, variants: Sequence[str], batch_size: int, steps: int,
-  rounds: int, with_compiled: bool,
+  workload: Workload,
+  variants: Sequence[str],
+  batch_size: int,
+  steps: int,
+  rounds: int,
+  with_compiled: bool,
 ) -> dict[str, Any]:
   start = time.perf_counter()
   log(f"workload {workload.name}, batch {batch_size}")
@@ -425,15 +423,19 @@ def bench_workload(
   }
   t0 = time.perf_counter()
   diffs = warm_up(runners)
-  log(f"  compiled and warmed up {len(runners)} variants in "
-      f"{time.perf_counter() - t0:.1f}s; timing {rounds} rounds")
+  log(
+    f"  compiled and warmed up {len(runners)} variants in "
+    f"{time.perf_counter() - t0:.1f}s; timing {rounds} rounds"
+  )
   times = time_interleaved(runners, steps, rounds)
   cache_sizes = {name: common.cache_size(r.step) for name, r in runners.items()}
 
   compiled: dict[str, Any] = {}
   if with_compiled:
     with concurrent.futures.ThreadPoolExecutor(len(runners)) as pool:
-      compiled = dict(zip(runners, pool.map(compiled_stats, runners.values())))
+      compiled = dict(
+        zip(runners, pool.map(common.compiled_stats, runners.values()))
+      )
 
   ratios = {
     name: ratio(times, num, den)
@@ -442,8 +444,10 @@ def bench_workload(
   }
   ours_vs_limit = [
     statistics.median(s for _, s in o) / statistics.median(s for _, s in m)
-    for o, m in zip(times.get("sam_ours", Timings()).rounds,
-                    times.get("sam_limit", Timings()).rounds)
+    for o, m in zip(
+      times.get("sam_ours", Timings()).rounds,
+      times.get("sam_limit", Timings()).rounds,
+    )
   ]
   windowed = [n for n, r in runners.items() if r.period > 1]
   losses = {name: r.first_loss for name, r in runners.items()}
@@ -532,7 +536,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
-  no_mmap = args.malloc_no_mmap and disable_malloc_mmap()
+  no_mmap = args.malloc_no_mmap and common.disable_malloc_mmap()
   start = time.perf_counter()
   on_cpu = jax.devices()[0].platform == "cpu"
   defaults = CPU_DEFAULTS if on_cpu else ACCELERATOR_DEFAULTS
@@ -583,18 +587,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   }
   for name in names:
     result["workloads"][name] = bench_workload(
-      WORKLOADS[name](), variants, batch_size, steps, rounds,
+      WORKLOADS[name](),
+      variants,
+      batch_size,
+      steps,
+      rounds,
       not args.no_compiled_stats,
     )
   result["no_recompilation"] = all(
     w["no_recompilation"] for w in result["workloads"].values()
   )
   result["wall_s"] = round(time.perf_counter() - start, 1)
-  text = json.dumps(result, indent=2)
-  print(text)
-  if args.json_out:
-    with open(args.json_out, "w") as f:
-      f.write(text + "\n")
+  common.emit_json(result, args.json_out)
   return result
 
 

@@ -58,9 +58,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import ctypes
 import dataclasses
-import json
 import resource
 import statistics
 import time
@@ -73,7 +71,6 @@ import optax
 
 from benchmarks import common
 import flatsparse as fs
-from flatsparse import models
 
 PyTree = Any
 Batch = tuple[jax.Array, jax.Array]
@@ -81,7 +78,7 @@ State = tuple[PyTree, PyTree, PyTree]  # (params, opt_state, batch_stats)
 
 SPARSITY = 0.9
 BATCH_SIZE = 256
-NUM_CLASSES = 10
+NUM_CLASSES = common.NUM_CLASSES
 WARMUP_STEPS = 3
 GRADUAL_WINDOW = 100
 GRADUAL_FREQ = 10
@@ -92,21 +89,8 @@ LEAF_SHAPE = (1024, 1024)
 # ---- workloads ----------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Workload:
-  name: str
-  model: nn.Module
-  input_shape: tuple[int, ...]  # One example, without the batch axis.
-
-
-WORKLOADS: dict[str, Callable[[], Workload]] = {
-  "mlp": lambda: Workload(
-    "mlp", models.MLP(hidden=(1024, 1024), num_classes=NUM_CLASSES), (784,)
-  ),
-  "resnet18": lambda: Workload(
-    "resnet18", models.ResNet18(num_classes=NUM_CLASSES), (32, 32, 3)
-  ),
-}
+Workload = common.Workload
+WORKLOADS = common.workloads("mlp", "resnet18")
 
 
 def make_batch(workload: Workload, seed: int = 0) -> Batch:
@@ -470,22 +454,6 @@ def bench_leaf(rounds: int, reps: int) -> dict[str, float]:
 # ---- main ---------------------------------------------------------------------
 
 
-def disable_malloc_mmap() -> bool:
-  """glibc: serve large blocks from the heap and keep it (no page faults).
-
-  By default glibc maps every block above 32 MiB afresh, so a step whose
-  compiled scratch exceeds that page-faults all its temporaries each call.
-  """
-  try:
-    libc = ctypes.CDLL("libc.so.6")
-  except OSError:
-    return False
-  m_trim_threshold, m_mmap_max = -1, -4
-  return bool(
-    libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**30)
-  )
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
@@ -510,7 +478,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument(
     "--malloc-no-mmap",
     action="store_true",
-    help="CPU/glibc: never mmap large blocks (see disable_malloc_mmap); "
+    help="CPU/glibc: never mmap large blocks (see common.disable_malloc_mmap); "
     "shows the overhead without per-step page faults.",
   )
   parser.add_argument(
@@ -521,7 +489,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
-  no_mmap = args.malloc_no_mmap and disable_malloc_mmap()
+  no_mmap = args.malloc_no_mmap and common.disable_malloc_mmap()
   start = time.perf_counter()
   on_cpu = jax.devices()[0].platform == "cpu"
   names = (args.workloads or ("mlp" if on_cpu else "mlp,resnet18")).split(",")
@@ -554,11 +522,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       WORKLOADS[name](), args.steps, args.rounds, args.mask_reps
     )
   result["wall_s"] = round(time.perf_counter() - start, 1)
-  text = json.dumps(result, indent=2)
-  print(text)
-  if args.json_out:
-    with open(args.json_out, "w") as f:
-      f.write(text + "\n")
+  common.emit_json(result, args.json_out)
   return result
 
 

@@ -54,8 +54,6 @@ root (``$OUT`` comes back)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import statistics
 import time
 from typing import Any, Callable, Sequence
@@ -66,13 +64,12 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks import common
-from flatsparse import models
 from flatsparse.train.state import TrainState, create_train_state
 from flatsparse.train.step import make_train_step
 
 PyTree = Any
 
-NUM_CLASSES = 10
+NUM_CLASSES = common.NUM_CLASSES
 TARGET_PERCENT = 3.0
 SEED = 0
 # Defaults per platform: (batch size, steps per round, rounds).
@@ -83,23 +80,8 @@ ACCELERATOR_DEFAULTS = (256, 20, 7)
 # ---- workloads ----------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Workload:
-  name: str
-  model: nn.Module
-  input_shape: tuple[int, ...]  # One example, without the batch axis.
-
-
-WORKLOADS: dict[str, Callable[[], Workload]] = {
-  "resnet18": lambda: Workload(
-    "resnet18", models.ResNet18(num_classes=NUM_CLASSES), (32, 32, 3)
-  ),
-  "vit_s": lambda: Workload(
-    "vit_s",
-    models.ViTS16(num_classes=NUM_CLASSES, patch_size=4),
-    (32, 32, 3),
-  ),
-}
+Workload = common.Workload
+WORKLOADS = common.workloads("resnet18", "vit_s")
 
 
 def make_tx() -> optax.GradientTransformation:
@@ -145,8 +127,14 @@ def make_minimal_step(
 class PlatformRunner:
   """``make_train_step`` on a ``TrainState``; the state is carried forward."""
 
-  def __init__(self, model: nn.Module, tx: optax.GradientTransformation,
-               state: TrainState, x: jax.Array, y: jax.Array):
+  def __init__(
+    self,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    state: TrainState,
+    x: jax.Array,
+    y: jax.Array,
+  ):
     self.step = jax.jit(make_train_step(model, tx), donate_argnums=0)
     self.state, self.batch = state, {"image": x, "label": y}
     self.first_loss: float | None = None
@@ -168,8 +156,14 @@ class PlatformRunner:
 class MinimalRunner:
   """The hand-written step on ``(params, opt_state, batch_stats)``."""
 
-  def __init__(self, model: nn.Module, tx: optax.GradientTransformation,
-               state: TrainState, x: jax.Array, y: jax.Array):
+  def __init__(
+    self,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    state: TrainState,
+    x: jax.Array,
+    y: jax.Array,
+  ):
     has_bs = bool(jax.tree.leaves(state.batch_stats))
     self.step = make_minimal_step(model, tx, has_bs)
     self.state = (state.params, state.opt_state, state.batch_stats)
@@ -200,31 +194,6 @@ Runner = PlatformRunner | MinimalRunner
 log = common.make_log("train_throughput")
 
 
-def compiled_stats(runner: Runner) -> dict[str, Any]:
-  """XLA's estimates for the compiled step (abstract args: nothing donated)."""
-  spec = jax.tree.map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), runner.args()
-  )
-  compiled = runner.step.lower(*spec).compile()
-  out: dict[str, Any] = {}
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # Older jax: one dict per computation.
-    cost = cost[0] if cost else {}
-  if cost:
-    out["gflops"] = round(float(cost.get("flops", 0.0)) / 1e9, 3)
-    out["bytes_accessed_mb"] = round(
-      float(cost.get("bytes accessed", 0.0)) / 2**20, 1
-    )
-  memory = compiled.memory_analysis()
-  if memory is not None:
-    out["temp_mb"] = round(memory.temp_size_in_bytes / 2**20, 1)
-  text = compiled.as_text() or ""
-  out["hlo_instructions"] = sum(
-    1 for line in text.splitlines() if " = " in line and "%" in line
-  )
-  return out
-
-
 # ---- one workload -------------------------------------------------------------
 
 
@@ -235,9 +204,9 @@ def bench_workload(
   log(f"workload {workload.name}, batch {batch_size}")
   tx = make_tx()
   x, y = make_batch(workload, batch_size)
-  state = jax.jit(
-    lambda x: create_train_state(workload.model, tx, x, SEED)
-  )(x[:1])
+  state = jax.jit(lambda x: create_train_state(workload.model, tx, x, SEED))(
+    x[:1]
+  )
   # Each variant owns (and donates) its own copy of the same initial state.
   copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t))
   runners: dict[str, Runner] = {
@@ -256,9 +225,12 @@ def bench_workload(
   for i in range(rounds):
     for name, runner in runners.items():
       times[name].append(runner.run(steps))
-    log(f"  round {i + 1}/{rounds}: " + ", ".join(
-      f"{n} {1e3 * statistics.median(t[-1]):.1f} ms" for n, t in times.items()
-    ))
+    log(
+      f"  round {i + 1}/{rounds}: "
+      + ", ".join(
+        f"{n} {1e3 * statistics.median(t[-1]):.1f} ms" for n, t in times.items()
+      )
+    )
 
   cache_sizes = {name: common.cache_size(r.step) for name, r in runners.items()}
   median_s = {
@@ -278,9 +250,7 @@ def bench_workload(
     "images_per_s": {
       name: round(batch_size / s, 2) for name, s in median_s.items()
     },
-    "median_step_ms": {
-      name: round(1e3 * s, 3) for name, s in median_s.items()
-    },
+    "median_step_ms": {name: round(1e3 * s, 3) for name, s in median_s.items()},
     "platform_over_minimal_time_ratio": round(ratio, 4),
     "overhead_percent": round(100 * (ratio - 1), 2),
     "within_target": 100 * (ratio - 1) <= TARGET_PERCENT,
@@ -292,7 +262,7 @@ def bench_workload(
     <= 1e-4 * max(1.0, abs(losses["minimal"])),
     "jit_cache_sizes": cache_sizes,
     "no_recompilation": all(c in (None, 1) for c in cache_sizes.values()),
-    "compiled": {name: compiled_stats(r) for name, r in runners.items()},
+    "compiled": {name: common.compiled_stats(r) for name, r in runners.items()},
     "samples": {name: sum(len(r) for r in t) for name, t in times.items()},
     "wall_s": round(time.perf_counter() - start, 1),
   }
@@ -378,11 +348,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     w["within_target"] for w in result["workloads"].values()
   )
   result["wall_s"] = round(time.perf_counter() - start, 1)
-  text = json.dumps(result, indent=2)
-  print(text)
-  if args.json_out:
-    with open(args.json_out, "w") as f:
-      f.write(text + "\n")
+  common.emit_json(result, args.json_out)
   return result
 
 
