@@ -1,11 +1,12 @@
 """SAM/ASAM: closed form on a quadratic, sparse perturbation, conformance."""
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
+from tests.flatness.nnx_check import assert_trains_nnx_linear
 
 import flatsparse as fs
 
@@ -112,22 +113,4 @@ def test_conformance_jit_chain_inject_dtype(dtype):
 
 
 def test_flax_nnx_optimizer():
-  model = nnx.Linear(4, 2, rngs=nnx.Rngs(0))
-  optimizer = nnx.Optimizer(model, optax.chain(fs.sam(0.05), optax.sgd(0.1)),
-                            wrt=nnx.Param)
-  x = jnp.ones((8, 4))
-  y = jnp.zeros((8, 2))
-
-  @nnx.jit
-  def train_step(model, optimizer):
-    graphdef, _ = nnx.split(model)
-
-    def value_fn(params):
-      return jnp.mean((nnx.merge(graphdef, params)(x) - y) ** 2)
-
-    loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
-    optimizer.update(model, grads, value_fn=value_fn)
-    return loss
-
-  losses = [float(train_step(model, optimizer)) for _ in range(10)]
-  assert losses[-1] < losses[0]
+  assert_trains_nnx_linear(optax.chain(fs.sam(0.05), optax.sgd(0.1)))

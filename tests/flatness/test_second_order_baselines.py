@@ -3,13 +3,14 @@ spatial averaging, conformance."""
 
 import importlib
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import optax.contrib
 import pytest
+
+from tests.flatness.nnx_check import assert_trains_nnx_linear
 
 import flatsparse as fs
 from flatsparse.train import builders
@@ -265,24 +266,7 @@ def test_plain_inject_hyperparams_and_learning_rate(factory):
 
 @pytest.mark.parametrize("factory", [adahessian, sophia_h])
 def test_flax_nnx_optimizer(factory):
-  model = nnx.Linear(4, 2, rngs=nnx.Rngs(0))
-  optimizer = nnx.Optimizer(model, factory(0.02, k=2), wrt=nnx.Param)
-  x = jnp.ones((8, 4))
-  y = jnp.zeros((8, 2))
-
-  @nnx.jit
-  def train_step(model, optimizer):
-    graphdef, _ = nnx.split(model)
-
-    def value_fn(params):
-      return jnp.mean((nnx.merge(graphdef, params)(x) - y) ** 2)
-
-    loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
-    optimizer.update(model, grads, value_fn=value_fn)
-    return loss
-
-  losses = [float(train_step(model, optimizer)) for _ in range(10)]
-  assert losses[-1] < losses[0]
+  assert_trains_nnx_linear(factory(0.02, k=2))
 
 
 def test_errors():
