@@ -32,6 +32,7 @@ __all__ = [
     "topk_mask",
     "topk_masks",
     "topk_masks_global",
+    "topk_mask_rows",
     "num_to_keep",
     "Unstructured",
     "NM",
@@ -155,6 +156,47 @@ def topk_masks_global(scores: Sequence[Array], k: Array | int) -> list[Array]:
   flat = _select_top(keys, [0] * len(keys),
                      jnp.asarray(k, jnp.int32).reshape(1))
   return [m.reshape(s.shape) for m, s in zip(flat, scores)]
+
+
+def topk_mask_rows(scores: Array, k: Array | int) -> Array:
+  """Keeps exactly ``k`` largest entries of every row of a 2-d array.
+
+  The per-row version of :func:`topk_masks` (one vectorized bisection for all
+  rows, ties broken by column index, lower kept), for comparison groups such
+  as Wanda's per-output rows. ``k`` is a scalar or one count per row.
+  """
+  if scores.ndim != 2:
+    raise ValueError(f"topk_mask_rows needs a 2-d array, got shape "
+                     f"{scores.shape}.")
+  keys = ordered_key(scores)
+  rows, cols = keys.shape
+  ks = jnp.broadcast_to(jnp.asarray(k, jnp.int32), (rows,))
+
+  def bisect_value(bit, thresholds):
+    cand = thresholds | (jnp.uint32(1) << (31 - bit).astype(jnp.uint32))
+    counts = jnp.sum(keys >= cand[:, None], axis=1, dtype=jnp.int32)
+    return jnp.where(counts >= ks, cand, thresholds)
+
+  thresholds = jax.lax.fori_loop(0, 32, bisect_value,
+                                 jnp.zeros(rows, jnp.uint32))[:, None]
+  room = ks - jnp.sum(keys > thresholds, axis=1, dtype=jnp.int32)
+  tie = keys == thresholds
+  index = jax.lax.iota(jnp.int32, cols)[None, :]
+  index_bits = max(cols, 1).bit_length()
+
+  def last_tie_index():
+    def bisect_index(bit, js):
+      cand = js | (jnp.int32(1) << (index_bits - 1 - bit))
+      counts = jnp.sum(tie & (index < cand[:, None]), axis=1, dtype=jnp.int32)
+      return jnp.where(counts < room, cand, js)
+    js = jax.lax.fori_loop(0, index_bits, bisect_index,
+                           jnp.zeros(rows, jnp.int32))
+    return jnp.where(room > 0, js, -1)
+
+  every_tie = jnp.full(rows, jnp.iinfo(jnp.int32).max, jnp.int32)
+  too_many = jnp.any(jnp.sum(tie, axis=1, dtype=jnp.int32) > room)
+  last = jax.lax.cond(too_many, last_tie_index, lambda: every_tie)
+  return (keys > thresholds) | (tie & (index <= last[:, None]))
 
 
 def num_to_keep(size: int, sparsity: Array | float) -> Array:

@@ -7,8 +7,11 @@ model class (``num_classes`` is filled from the dataset). ``config.optimizer``:
 optimizer's own keywords (``momentum``, ``nesterov``, ``weight_decay``, ``b1``...).
 ``config.flatness`` (optional): ``name`` (one of ``FLATNESS``, e.g. ``sam``)
 and its keywords; it goes first in the chain. ``config.sparsity`` (optional):
-a ``flatsparse.sparsity`` config; the wrapper goes outermost. Later capabilities register their transforms with
-:func:`register_optimizer`.
+a ``flatsparse.sparsity`` config; the wrapper goes outermost.
+``config.safe`` (optional): a ``flatsparse.safe`` config (SAFE, SAFE+, ADMM,
+IHT) wrapping the optimizer; it brings its own SAM radius ``rho``, so it
+excludes ``config.flatness`` and ``config.sparsity``. Later capabilities
+register their transforms with :func:`register_optimizer`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import optax
 
 from flatsparse import flatness
 from flatsparse import models
+from flatsparse import safe
 from flatsparse import sparsity
 
 __all__ = ["MODELS", "OPTIMIZERS", "FLATNESS", "register_model",
@@ -129,9 +133,15 @@ def build_flatness(config: Mapping[str, Any]) -> optax.GradientTransformation:
 
 def build_optimizer(config: Mapping[str, Any], total_steps: int,
                     sparsity_config: Mapping[str, Any] | None = None,
-                    flatness_config: Mapping[str, Any] | None = None
+                    flatness_config: Mapping[str, Any] | None = None,
+                    safe_config: Mapping[str, Any] | None = None
                     ) -> optax.GradientTransformation:
-  """``sparsity.wrap(chain(flatness, optimizer))`` from the config parts."""
+  """``sparsity.wrap(chain(flatness, optimizer))`` or ``safe(optimizer)``."""
+  if safe_config and (sparsity_config or flatness_config):
+    raise ValueError(
+        "config.safe excludes config.sparsity and config.flatness: SAFE/ADMM/"
+        "IHT prune by themselves and SAFE's rho is its SAM radius. Set the "
+        "others to None.")
   cfg = _as_dict(config)
   for key in ("name", "learning_rate"):
     if key not in cfg:
@@ -148,6 +158,8 @@ def build_optimizer(config: Mapping[str, Any], total_steps: int,
     tx = OPTIMIZERS[name](lr, **cfg)
   except TypeError as e:
     raise ValueError(f"Bad arguments for optimizer {name!r}: {e}") from e
+  if safe_config:
+    return safe.create_from_config(safe_config, tx, total_steps)
   if flatness_config:
     tx = optax.chain(build_flatness(flatness_config), tx)
   if sparsity_config:

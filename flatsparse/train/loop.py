@@ -21,6 +21,8 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import numpy as np
 
 from flatsparse import data
+from flatsparse import safe as safe_lib
+from flatsparse.train import batch_norm
 from flatsparse.train import builders
 from flatsparse.train import checkpoint as checkpoint_lib
 from flatsparse.train import metrics as metrics_lib
@@ -32,7 +34,8 @@ __all__ = ["REQUIRED_KEYS", "OPTIONAL_KEYS", "validate_config",
 
 REQUIRED_KEYS = ("dataset", "model", "optimizer", "steps", "batch_size")
 OPTIONAL_KEYS = {
-    "seed": 0, "sparsity": None, "flatness": None, "accum_steps": 1, "log_every": 100,
+    "seed": 0, "sparsity": None, "flatness": None, "safe": None,
+    "accum_steps": 1, "log_every": 100,
     "eval_every": 1000, "checkpoint_every": 1000, "keep_checkpoints": 2,
     "data_parallel": True, "eval_batch_size": 500,
 }
@@ -117,8 +120,39 @@ def evaluate(eval_step, state: state_lib.TrainState,
           "loss": sums["loss_sum"] / sums["count"]}
 
 
-def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
-  """Runs (or resumes) one training run; returns the final eval metrics."""
+def finalize_safe(model, state: state_lib.TrainState, safe_config: Any,
+                  loader: data.Loader) -> state_lib.TrainState:
+  """``Proj(w_T)`` of a SAFE/ADMM/IHT run, BatchNorm re-estimated.
+
+  ``safe_config.bn_recalibration_examples`` (default 2048; 0 keeps the
+  running statistics) training examples, un-augmented, re-estimate the
+  BatchNorm statistics of the pruned network.
+  """
+  projection = safe_lib.projection_from_config(safe_config)
+  params = safe_lib.finalize(state.params, state.opt_state, projection)
+  examples = dict(safe_config).get("bn_recalibration_examples", 2048)
+  batch_stats = state.batch_stats
+  if batch_stats and examples:
+    def chunks():  # the first examples of the train split, in order
+      seen = 0
+      for batch in loader.eval_batches(256, split="train"):
+        images = batch["image"][batch["mask"] > 0][:examples - seen]
+        if not len(images):
+          return
+        seen += len(images)
+        yield jnp.asarray(images)
+    batch_stats = batch_norm.recalibrate_batch_stats(
+        model, params, batch_stats, chunks())
+  return state.replace(params=params, batch_stats=batch_stats)
+
+
+def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False
+                       ) -> dict[str, float] | tuple[dict[str, float], Any]:
+  """Runs (or resumes) one training run; returns the final eval metrics.
+
+  With ``return_state=True`` returns ``(metrics, final TrainState)``, e.g. to
+  measure the sharpness of the solution afterwards.
+  """
   cfg = validate_config(config)
   os.makedirs(workdir, exist_ok=True)
   writer = metrics_lib.MetricWriter(workdir)
@@ -126,7 +160,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
   loader, sample = make_loader(cfg["dataset"], cfg["batch_size"])
   model = builders.build_model(cfg["model"], loader.num_classes)
   tx = builders.build_optimizer(cfg["optimizer"], cfg["steps"],
-                                cfg["sparsity"], cfg["flatness"])
+                                cfg["sparsity"], cfg["flatness"], cfg["safe"])
   state = state_lib.create_train_state(model, tx, jnp.asarray(sample),
                                        cfg["seed"])
   checkpoints = checkpoint_lib.Checkpointer(
@@ -168,19 +202,30 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
                  jax.device_get(metrics).items()}
       writer.write_scalars(step, scalars)
     if step % cfg["eval_every"] == 0 or last:
-      result = evaluate(eval_step, state,
+      scalars = {}
+      eval_state = state
+      if last and cfg["safe"]:
+        scalars = {f"eval/unprojected_{k}": v for k, v in evaluate(
+            eval_step, state, loader.eval_batches(eval_batch_size),
+            mesh).items()}
+        eval_state = finalize_safe(model, state, cfg["safe"], loader)
+      result = evaluate(eval_step, eval_state,
                         loader.eval_batches(eval_batch_size), mesh)
       writer.write_scalars(step, {
-          **{f"eval/{k}": v for k, v in result.items()},
-          **metrics_lib.sparsity_scalars(jax.device_get(state.params))})
+          **scalars, **{f"eval/{k}": v for k, v in result.items()},
+          **metrics_lib.sparsity_scalars(jax.device_get(eval_state.params))})
     checkpoints.save(step, state, metadata={"data_step": step}, force=last)
     progress.update(step)
   checkpoints.wait()
   checkpoints.close()
   writer.close()
+  if cfg["safe"]:
+    # Checkpoints hold w_T and the SAFE state; the projected model is derived.
+    state = finalize_safe(model, state, cfg["safe"], loader)
   if not result:  # resumed at the end: evaluate what was restored.
     result = evaluate(eval_step, state,
                       loader.eval_batches(eval_batch_size), mesh)
-  return {k: float(v) for k, v in result.items()}
+  result = {k: float(v) for k, v in result.items()}
+  return (result, state) if return_state else result
 
 

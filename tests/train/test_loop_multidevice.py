@@ -1,4 +1,5 @@
-"""8 simulated devices give the loss curve of 1 device (dense, pruned, SAM+pruned).
+"""8 simulated devices give the loss curve of 1 device (dense, pruned,
+SAM+pruned, SAFE).
 
 Run in its own process: XLA_FLAGS=--xla_force_host_platform_device_count=8.
 Tolerance: train losses agree to rtol 1e-4 over 60 steps (the data-parallel
@@ -25,7 +26,7 @@ def _losses(workdir):
           if "train/loss" in r]
 
 
-@pytest.mark.parametrize("variant", ["dense", "tiny", "sam_pruned"])
+@pytest.mark.parametrize("variant", ["dense", "tiny", "sam_pruned", "safe"])
 def test_eight_devices_match_one(tmp_path, variant):
   config = digits_mlp.get_config("tiny")
   config.log_every = 5
@@ -33,6 +34,11 @@ def test_eight_devices_match_one(tmp_path, variant):
     config.sparsity = None
   if variant == "sam_pruned":
     config.flatness = {"name": "sam", "rho": 0.05}
+  if variant == "safe":
+    # Its second gradient and projections must be the all-device ones.
+    config.sparsity = None
+    config.safe = {"name": "safe", "sparsity": 0.9, "lam": 1e-2, "rho": 0.05,
+                   "dual_period": 8}
   results = {}
   for parallel in (False, True):
     config.data_parallel = parallel

@@ -1,0 +1,84 @@
+"""SAFE, SAFE+, ADMM and IHT from a config (``config.safe`` of the trainer).
+
+Keys (all optional except ``name``)::
+
+    name               'safe' | 'safe_plus' | 'admm' | 'iht'
+    sparsity           target in [0, 1) (None with an N:M scope)
+    scope              'layer' | 'global' | 'row' | 'N:M' (e.g. '2:4')
+    distribution       'uniform' | 'erk'   (layer and row scopes)
+    importance         'magnitude' | 'activation' | 'gradient' | 'hessian'
+                       (default: 'activation' for safe_plus, else 'magnitude')
+    overrides          {leaf path: sparsity}
+    lam, rho, dual_period, penalty_schedule, importance_ema, seed
+    period, start_step (iht)
+    bn_recalibration_examples   read by the training loop, not here
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import optax
+
+from flatsparse.safe.iht import iht
+from flatsparse.safe.projection import Projection
+from flatsparse.safe.safe import admm
+from flatsparse.safe.safe import safe
+
+__all__ = ["METHODS", "projection_from_config", "create_from_config"]
+
+METHODS = ("safe", "safe_plus", "admm", "iht")
+_PROJECTION_KEYS = ("sparsity", "scope", "distribution", "importance",
+                    "overrides")
+_LOOP_KEYS = ("bn_recalibration_examples",)
+_ALLOWED = {
+    "safe": ("lam", "rho", "dual_period", "penalty_schedule",
+             "importance_ema", "seed"),
+    "admm": ("lam", "dual_period", "penalty_schedule", "importance_ema"),
+    "iht": ("rho", "period", "start_step", "importance_ema", "seed"),
+}
+_ALLOWED["safe_plus"] = _ALLOWED["safe"]
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+  return dict(config.to_dict() if hasattr(config, "to_dict") else config)
+
+
+def _name(cfg: Mapping[str, Any]) -> str:
+  name = cfg.get("name")
+  if name not in METHODS:
+    raise ValueError(f"Unknown SAFE-family method {name!r}; allowed: "
+                     f"{', '.join(METHODS)}.")
+  return name
+
+
+def projection_from_config(config: Mapping[str, Any]) -> Projection:
+  """The :class:`Projection` the config describes."""
+  cfg = _as_dict(config)
+  name = _name(cfg)
+  kwargs = {k: cfg[k] for k in _PROJECTION_KEYS if k in cfg}
+  if name == "safe_plus":
+    kwargs.setdefault("importance", "activation")
+  if kwargs.get("overrides") is not None:
+    kwargs["overrides"] = dict(kwargs["overrides"])
+  return Projection(**kwargs)
+
+
+def create_from_config(config: Mapping[str, Any],
+                       base: optax.GradientTransformation,
+                       total_steps: int) -> optax.GradientTransformationExtraArgs:
+  """The transformation wrapping ``base``; penalty ramps over total_steps."""
+  cfg = _as_dict(config)
+  name = _name(cfg)
+  rest = {k: v for k, v in cfg.items()
+          if k not in ("name", *_PROJECTION_KEYS, *_LOOP_KEYS)}
+  unknown = sorted(set(rest) - set(_ALLOWED[name]))
+  if unknown:
+    raise ValueError(f"Unknown keys {unknown} for {name!r}; allowed: "
+                     f"{sorted((*_ALLOWED[name], *_PROJECTION_KEYS, *_LOOP_KEYS))}.")
+  projection = projection_from_config(cfg)
+  if name == "iht":
+    return iht(base, projection, **rest)
+  if name == "admm":
+    return admm(base, projection, total_steps=total_steps, **rest)
+  return safe(base, projection, total_steps=total_steps, **rest)

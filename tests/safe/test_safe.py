@@ -1,0 +1,206 @@
+"""SAFE/ADMM against a hand-written numpy run, and its properties."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import flatsparse as fs
+from flatsparse.safe import Projection
+
+# f(w) = 0.5 * sum(a * w^2) - sum(b * w) on one 2x3 "kernel" + a bias.
+A = np.array([[1.0, 2.0, 0.5], [3.0, 1.5, 0.7]], np.float32)
+B = np.array([[0.9, -0.2, 0.4], [0.1, 1.1, -0.6]], np.float32)
+W0 = np.array([[0.5, -1.0, 0.3], [0.05, 0.8, -0.4]], np.float32)
+
+
+def _value_fn(params):
+  w, bias = params["kernel"], params["bias"]
+  return (0.5 * jnp.sum(A * w ** 2) - jnp.sum(B * w)
+          + 0.5 * jnp.sum((bias - 1.0) ** 2))
+
+
+def _grad_np(w):
+  return A * w - B
+
+
+def _proj_np(v, keep):
+  order = np.argsort(-np.abs(v).ravel(), kind="stable")
+  out = np.zeros(v.size, v.dtype)
+  out[order[:keep]] = v.ravel()[order[:keep]]
+  return out.reshape(v.shape)
+
+
+def _reference(steps, lr, lam, rho, period, total):
+  """Equations of the issue, step by step, in float64 numpy."""
+  w = W0.astype(np.float64)
+  z, u = _proj_np(w, 3), np.zeros_like(w)
+  history = []
+  for t in range(steps):
+    g = _grad_np(w)
+    if rho:
+      e = rho * g / (np.linalg.norm(g) + 1e-12)  # bias gradient is 0 at 1.0
+      g = _grad_np(w + e)
+    lam_t = lam * 0.5 * (1 - np.cos(np.pi * min(t / total, 1.0)))
+    w = w - lr * (g + lam_t * (w - z + u))
+    if (t + 1) % period == 0:
+      z = _proj_np(w + u, 3)
+      u = u + w - z
+    history.append((w.copy(), z.copy(), u.copy()))
+  return history
+
+
+def _run(tx, steps, params=None):
+  params = params or {"kernel": jnp.asarray(W0), "bias": jnp.ones(3)}
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    grads = jax.grad(_value_fn)(params)
+    updates, state = tx.update(grads, state, params, value_fn=_value_fn)
+    return optax.apply_updates(params, updates), state
+
+  history = []
+  for _ in range(steps):
+    params, state = step(params, state)
+    inner = fs.safe.find_state(state)
+    history.append((params, inner))
+  return history, step
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.3])
+def test_three_dual_periods_match_the_hand_computed_run(rho):
+  kwargs = dict(lr=0.1, lam=2.0, rho=rho, period=3, total=6)
+  expected = _reference(9, **kwargs)
+  proj = Projection(sparsity=0.5, is_prunable=lambda p, x: p == "kernel")
+  tx = fs.safe.safe(optax.sgd(0.1), proj, lam=2.0, rho=rho, dual_period=3,
+                    total_steps=6)
+  history, step = _run(tx, 9)
+  for (params, state), (w, z, u) in zip(history, expected):
+    np.testing.assert_allclose(params["kernel"], w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.z["kernel"], z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.u["kernel"], u, rtol=1e-5, atol=1e-6)
+    assert state.z["bias"] is None and state.u["bias"] is None
+  assert step._cache_size() == 1  # dual and primal steps: one program
+
+
+def test_admm_is_safe_without_sam_and_constant_penalty():
+  proj = Projection(sparsity=0.5)
+  a, _ = _run(fs.safe.admm(optax.sgd(0.1), proj, lam=0.5, dual_period=2), 6)
+  b, _ = _run(fs.safe.safe(optax.sgd(0.1), proj, lam=0.5, rho=0.0,
+                           dual_period=2, penalty_schedule="constant"), 6)
+  np.testing.assert_array_equal(a[-1][0]["kernel"], b[-1][0]["kernel"])
+
+
+def test_penalty_schedules():
+  count = jnp.asarray(25)
+  assert float(fs.safe.penalty(2.0, count, "cosine", 100)) == pytest.approx(
+      2.0 * 0.5 * (1 - np.cos(np.pi / 4)))
+  assert float(fs.safe.penalty(2.0, count, "linear", 100)) == pytest.approx(
+      0.5)
+  assert float(fs.safe.penalty(2.0, count, "constant", None)) == 2.0
+  assert float(fs.safe.penalty(2.0, jnp.asarray(300), "cosine", 100)) == 2.0
+
+
+def test_large_penalty_makes_the_iterate_sparse_and_biases_train():
+  proj = Projection(sparsity=0.5)
+  tx = fs.safe.safe(optax.sgd(0.05), proj, lam=5.0, rho=0.05, dual_period=4,
+                    penalty_schedule="constant")
+  history, _ = _run(tx, 200)
+  params, state = history[-1]
+  pruned = ~np.asarray(fs.safe.Projection(sparsity=0.5).masks(
+      params)["kernel"])
+  assert np.max(np.abs(np.asarray(params["kernel"])[pruned])) < 1e-3
+  # The bias is not penalized: started at 0 it trains to its optimum, 1.0.
+  moved, _ = _run(tx, 200, {"kernel": jnp.asarray(W0), "bias": jnp.zeros(3)})
+  np.testing.assert_allclose(moved[-1][0]["bias"], 1.0, atol=1e-3)
+  final = fs.safe.finalize(params, state, proj)
+  assert int(np.sum(np.asarray(final["kernel"]) == 0)) == 3
+  np.testing.assert_array_equal(final["bias"], params["bias"])
+
+
+def test_safe_plus_projects_with_the_activation_norms():
+  # Activations favour the second input row strongly: it must survive.
+  acts = {"kernel": jnp.asarray([1e-4, 100.0]), "bias": None}
+  proj = Projection(sparsity=0.5, importance="activation")
+  tx = fs.safe.safe(optax.sgd(0.0), proj, lam=0.0, rho=0.0, dual_period=1,
+                    penalty_schedule="constant")
+  params = {"kernel": jnp.asarray(W0), "bias": jnp.ones(3)}
+  state = tx.init(params)
+  grads = jax.grad(_value_fn)(params)
+  _, state = tx.update(grads, state, params, activations=acts)
+  z = np.asarray(state.z["kernel"])
+  np.testing.assert_array_equal(z[0], 0)
+  np.testing.assert_array_equal(z[1], W0[1])
+  # The same through activations_fn, called on projection steps only.
+  state = tx.init(params)
+  calls = []
+
+  def activations_fn(p):
+    calls.append(1)
+    return acts
+  _, state = tx.update(grads, state, params, activations_fn=activations_fn)
+  np.testing.assert_array_equal(np.asarray(state.z["kernel"]), z)
+  with pytest.raises(ValueError, match="needs the extra argument activations"):
+    tx.update(grads, tx.init(params), params)
+
+
+def test_gradient_importance_is_an_ema_of_squared_gradients():
+  proj = Projection(sparsity=0.5, importance="gradient")
+  tx = fs.safe.safe(optax.sgd(0.0), proj, lam=0.0, rho=0.0, dual_period=100,
+                    penalty_schedule="constant", importance_ema=0.5)
+  params = {"kernel": jnp.asarray(W0), "bias": jnp.ones(3)}
+  state = tx.init(params)
+  g = jax.grad(_value_fn)(params)
+  _, state = tx.update(g, state, params)
+  np.testing.assert_allclose(state.importance["kernel"],
+                             0.5 + 0.5 * np.square(g["kernel"]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(penalty_schedule="step"), "allowed: cosine, linear, constant"),
+    (dict(penalty_schedule="cosine"), "needs total_steps"),
+    (dict(dual_period=0, total_steps=5), "dual_period must be a positive"),
+    (dict(lam=-1.0, total_steps=5), "lam must be >= 0"),
+    (dict(rho=-0.1, total_steps=5), "rho must be >= 0"),
+    (dict(importance_ema=1.0, total_steps=5), r"importance_ema must be in"),
+])
+def test_bad_arguments(kwargs, msg):
+  with pytest.raises(ValueError, match=msg):
+    fs.safe.safe(optax.sgd(0.1), Projection(sparsity=0.5), **kwargs)
+
+
+def test_sam_needs_value_fn():
+  tx = fs.safe.safe(optax.sgd(0.1), Projection(sparsity=0.5), rho=0.1,
+                    total_steps=10)
+  params = {"kernel": jnp.asarray(W0), "bias": jnp.ones(3)}
+  with pytest.raises(ValueError, match="needs the extra argument value_fn"):
+    tx.update(params, tx.init(params), params)
+
+
+def test_finalize_finds_the_state_in_a_chain_and_complains_otherwise():
+  proj = Projection(sparsity=0.5)
+  tx = optax.chain(optax.clip_by_global_norm(1.0),
+                   fs.safe.admm(optax.sgd(0.1), proj))
+  params = {"kernel": jnp.asarray(W0), "bias": jnp.ones(3)}
+  state = tx.init(params)
+  final = fs.safe.finalize(params, state, proj)
+  assert int(np.sum(np.asarray(final["kernel"]) != 0)) == 3
+  with pytest.raises(ValueError, match="found 0"):
+    fs.safe.finalize(params, optax.sgd(0.1).init(params), proj)
+
+
+def test_config_factory():
+  base = optax.sgd(0.1)
+  tx = fs.safe.create_from_config({"name": "safe_plus", "sparsity": 0.8},
+                                  base, 100)
+  assert isinstance(tx, optax.GradientTransformationExtraArgs)
+  proj = fs.safe.projection_from_config({"name": "safe_plus",
+                                         "sparsity": 0.8})
+  assert proj.importance == "activation"
+  with pytest.raises(ValueError, match="allowed: safe, safe_plus, admm, iht"):
+    fs.safe.create_from_config({"name": "gmp"}, base, 100)
+  with pytest.raises(ValueError, match=r"Unknown keys \['rho'\] for 'admm'"):
+    fs.safe.create_from_config({"name": "admm", "sparsity": 0.5, "rho": 0.1},
+                               base, 100)
