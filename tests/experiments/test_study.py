@@ -32,7 +32,7 @@ def test_tiny_study_from_the_command_line(tmp_path):
       [sys.executable, "-m", "experiments.study",
        "--config=configs/flagship_digits.py:tiny", f"--workdir={tmp_path}"],
       capture_output=True, text=True, timeout=600, check=True, cwd=ROOT)
-  for name in ("dense", "gmp", "rigl", "sam_gmp"):
+  for name in ("dense", "gmp", "rigl", "sam_gmp", "dense_sgd", "safe_sgd"):
     assert f"| {name} | 1 |" in out.stdout
   assert "Plot: " in out.stdout
   assert (tmp_path / "report" / "curves.png").stat().st_size > 1000
