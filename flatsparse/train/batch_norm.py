@@ -53,7 +53,7 @@ def recalibrate_batch_stats(model: nn.Module, params: Any, batch_stats: Any,
   total, count = None, 0
   for x in images:
     n = x.shape[0]
-    stats = jax.tree.map(lambda s: s * n, batch_statistics(x))
+    stats = jax.tree.map(lambda s, n=n: s * n, batch_statistics(x))
     total = stats if total is None else jax.tree.map(jnp.add, total, stats)
     count += n
   if total is None:

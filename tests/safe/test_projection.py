@@ -89,7 +89,7 @@ def _brute_force(params, importance, kind, scope, sparsity):
 
 
 @pytest.mark.parametrize("kind", ["magnitude", "activation", "gradient",
-                                  "custom"])
+                                  "hessian", "custom"])
 @pytest.mark.parametrize("scope", ["global", "layer", "row", "2:4"])
 def test_projection_matches_brute_force(kind, scope):
   params = _params()
