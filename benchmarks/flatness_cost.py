@@ -64,10 +64,10 @@ on ResNet-18 (batch 256); jit cache size 1 everywhere.
 
 XLA:CPU runs a ResNet-18 gradient inside a ``lax.cond`` branch about 27x
 slower than the same gradient at top level (batch 8: 3.8 s vs 0.14 s; the
-MLP's matmuls are not affected), so on CPU ``sassha``'s reuse steps (the
-gradient at ``w~`` is inside its ``lax.cond``) and both methods' refresh
-steps measure that, not the method: time ResNet-18 on a GPU, or leave
-``sassha`` and ``sophia_optax`` out on CPU (``--variants``).
+MLP's matmuls are not affected). ``sassha`` takes the gradient at ``w~`` at
+top level (``jax.linearize``), so only the refresh steps (the Hessian-vector
+product) of ``sassha`` and ``sophia_optax`` run inside ``lax.cond`` and
+measure that on CPU: time ResNet-18 on a GPU for the target.
 
 Run on CPU from the repo root (prints one JSON object, progress on stderr;
 the default, ``mlp`` at batch 256, 15 rounds of 20 steps, takes about 35 s

@@ -25,6 +25,7 @@ from flatsparse.data.idx import read_idx, write_idx
 from flatsparse.data.noise import CIFAR10_ASYMMETRIC_PAIRS, NOISE_KINDS, add_label_noise
 from flatsparse.data.pipeline import Batch, Loader, data_sharding, shard_batch
 from flatsparse.data.registry import BUILTIN_DATASETS, TFDS_PREFIX, load_dataset
+from flatsparse.data.registry import register_dataset
 from flatsparse.data.synthetic import (
     gaussian_mixture_means,
     make_gaussian_mixture,
@@ -54,6 +55,7 @@ __all__ = [
     "TFDS_PREFIX",
     "TfdsSource",
     "add_label_noise",
+    "register_dataset",
     "center_crop_resize",
     "channel_stats",
     "data_sharding",

@@ -61,6 +61,17 @@ _BUILTIN = {
 BUILTIN_DATASETS = tuple(_BUILTIN)
 
 
+def register_dataset(name: str, loader, *, overwrite: bool = False) -> None:
+  """Makes ``load_dataset(name, split, data_dir=..., **kwargs)`` call
+  ``loader(split, data_dir, **kwargs) -> Dataset`` (e.g. a held-out split)."""
+  if not callable(loader):
+    raise TypeError(f"loader must be callable, got {loader!r}.")
+  if name in _BUILTIN and not overwrite:
+    raise ValueError(f"Dataset {name!r} is already registered; pass "
+                     "overwrite=True to replace it.")
+  _BUILTIN[name] = loader
+
+
 def _tfds_builders() -> list[str]:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 

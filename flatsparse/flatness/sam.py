@@ -13,14 +13,75 @@ Inside a sparsity wrapper, ``sparse=True`` perturbs only active weights: the
 wrapper passes its masks as the extra argument ``masks`` (``None`` on dense
 leaves), and masked entries of ``e`` are zero.
 
-BatchNorm: ``value_fn`` built by ``flatsparse.train.make_train_step`` closes
-over the batch statistics of the first forward pass and discards the ones of
-the perturbed pass, so the perturbed pass never changes them.
+m-sharpness (``sub_batches=m > 1``): under ``jax.jit`` with sharded data the
+norm ``||g||`` above is that of the global gradient. The original SAM (and
+the SAM-overparameterization study) perturbs each device's weights with its
+own gradient; ``sub_batches=m`` does the same on ``m`` equal sub-batches of
+the batch, with their losses ``f_i``::
+
+    g_i = grad f_i(w),   e_i = rho * g_i / ||g_i||   (or ASAM's e_i)
+    g~  = (1/m) sum_i grad f_i(w + e_i)
+
+It needs a second extra argument of the protocol, ``sub_batch_value_fn``:
+``(params, i) -> loss on the i-th of the m sub-batches`` (``i`` a traced
+int32 index; the ``m`` sub-batches are ``vmap``-ped), on the same rng and
+batch statistics as ``value_fn``. ``flatsparse.train.make_train_step(...,
+sub_batches=m)`` passes it, with an attribute ``sub_batches = m`` that
+``sam`` checks against its own ``m`` when present (a mismatch is an error).
+The incoming gradient ``g`` is not used then (each ``g_i`` is recomputed on
+its sub-batch): a step costs three gradient passes over the batch instead
+of two. With BatchNorm in train mode each sub-batch is normalized with its
+own statistics (as on separate devices).
+
+BatchNorm: the batch statistics of the first forward pass are kept; the
+perturbed pass must not change them. ``value_fn`` closes over the statistics
+from before the step and discards the ones its pass computes (in train mode
+the loss does not depend on the running statistics, only their update does).
+``flatsparse.train.make_train_step`` does exactly this; by hand:
+
+  >>> import flax.linen as nn
+  >>> import jax
+  >>> import jax.numpy as jnp
+  >>> import optax
+  >>> from flatsparse.flatness import sam
+  >>> class Net(nn.Module):
+  ...   @nn.compact
+  ...   def __call__(self, x, train: bool):
+  ...     x = nn.BatchNorm(use_running_average=not train)(nn.Dense(8)(x))
+  ...     return nn.Dense(3)(nn.relu(x))
+  >>> net = Net()
+  >>> x = jax.random.normal(jax.random.PRNGKey(0), (16, 4))
+  >>> y = jnp.arange(16) % 3
+  >>> variables = net.init(jax.random.PRNGKey(1), x, train=False)
+  >>> params, stats = variables["params"], variables["batch_stats"]
+  >>> def loss_fn(params, stats):
+  ...   logits, new = net.apply({"params": params, "batch_stats": stats}, x,
+  ...                           train=True, mutable=["batch_stats"])
+  ...   loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+  ...   return loss.mean(), new["batch_stats"]
+  >>> tx = optax.chain(sam(rho=0.05), optax.sgd(0.1))
+  >>> @jax.jit
+  ... def step(params, stats, opt_state):
+  ...   (loss, new_stats), grads = jax.value_and_grad(
+  ...       loss_fn, has_aux=True)(params, stats)
+  ...   # The perturbed pass sees the pre-step statistics; its update is
+  ...   # dropped (the [0]), so only the first pass's statistics are kept.
+  ...   value_fn = lambda p: loss_fn(p, stats)[0]
+  ...   updates, opt_state = tx.update(grads, opt_state, params,
+  ...                                  value_fn=value_fn)
+  ...   return optax.apply_updates(params, updates), new_stats, opt_state
+  >>> new_params, new_stats, _ = step(params, stats, tx.init(params))
+  >>> first_pass = loss_fn(params, stats)[1]
+  >>> all(jax.tree.leaves(jax.tree.map(jnp.array_equal, new_stats,
+  ...                                  first_pass)))
+  True
 
 References:
   Foret et al., "Sharpness-Aware Minimization for Efficiently Improving
-  Generalization", ICLR 2021.
+  Generalization", ICLR 2021 (m-sharpness: sec. 4.1).
   Kwon et al., "ASAM: Adaptive Sharpness-Aware Minimization", ICML 2021.
+  Shin, Lee, Andriushchenko & Lee, "Critical Influence of
+  Overparameterization on Sharpness-aware Minimization", 2024.
 """
 
 from __future__ import annotations
@@ -58,7 +119,8 @@ def perturbation(grads: Any, params: Any, rho: Any, *, adaptive: bool = False,
 
 
 def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
-        sparse: bool = True, eps: float = 1e-12
+        sparse: bool = True, eps: float = 1e-12,
+        sub_batches: int | None = None
         ) -> optax.GradientTransformationExtraArgs:
   """SAM (or ASAM with ``adaptive=True``): returns ``grad f(w + e)``.
 
@@ -70,31 +132,78 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
     sparse: perturb only active weights when a sparsity wrapper passes
       ``masks``.
     eps: guards the division by the gradient norm.
+    sub_batches: ``m`` of m-sharpness, a static int >= 1, or None for 1
+      (plain SAM): with ``m > 1`` each of ``m`` equal sub-batches gets its
+      own perturbation and the sharp gradients are averaged (module
+      docstring); needs the extra argument ``sub_batch_value_fn``. None as
+      the default keeps ``optax.inject_hyperparams(sam)`` from turning it
+      into an array; an explicit ``m`` must be in its ``static_args``.
 
   Returns:
-    A transformation needing the extra argument ``value_fn``.
+    A transformation needing the extra argument ``value_fn`` (``m = 1``) or
+    ``sub_batch_value_fn`` (``m > 1``).
   """
   try:
     if float(rho) < 0:
       raise ValueError(f"rho must be >= 0, got {rho!r}.")
   except (TypeError, jax.errors.ConcretizationTypeError):
     pass  # traced under inject_hyperparams
+  if sub_batches is None:
+    sub_batches = 1
+  if (isinstance(sub_batches, bool) or not isinstance(sub_batches, int)
+      or sub_batches < 1):
+    raise ValueError(
+        f"sub_batches must be a static int >= 1 (1: plain SAM, m > 1: "
+        f"m-sharpness) or None for 1, got {sub_batches!r}; under "
+        "optax.inject_hyperparams list it in static_args.")
 
   def init_fn(params):
     del params
     return SAMState(count=jnp.zeros([], jnp.int32))
 
+  def sharp_mean(updates, params, sub_batch_value_fn, masks):
+    """``(1/m) sum_i grad f_i(w + e_i)``: the m sub-batches under vmap."""
+
+    def one(i):
+      f_i = lambda p: sub_batch_value_fn(p, i)  # noqa: E731
+      e = perturbation(jax.grad(f_i)(params), params, rho, adaptive=adaptive,
+                       eta=eta, eps=eps, masks=masks)
+      return jax.grad(f_i)(
+          jax.tree.map(lambda w, d: w + d.astype(w.dtype), params, e))
+
+    stacked = jax.vmap(one)(jnp.arange(sub_batches, dtype=jnp.int32))
+    return jax.tree.map(lambda s, g: jnp.mean(s, axis=0).astype(g.dtype),
+                        stacked, updates)
+
   def update_fn(updates, state, params=None, *,
                 value_fn: Callable[[Any], jax.Array] | None = None,
-                masks: Any = None, **extra):
+                sub_batch_value_fn: Callable[[Any, jax.Array], jax.Array]
+                | None = None, masks: Any = None, **extra):
     del extra
+    masks = masks if sparse else None
+    given = getattr(sub_batch_value_fn, "sub_batches", sub_batches)
+    if given != sub_batches:
+      raise ValueError(
+          f"sam(sub_batches={sub_batches}) got a sub_batch_value_fn over "
+          f"{given} sub-batches; build the train step with "
+          f"sub_batches={sub_batches} (or sam with sub_batches={given}).")
+    if sub_batches > 1:
+      if sub_batch_value_fn is None or params is None:
+        raise ValueError(
+            f"sam(sub_batches={sub_batches}) needs params and the extra "
+            "argument sub_batch_value_fn ((params, i) -> loss on the i-th "
+            f"of {sub_batches} equal sub-batches): tx.update(grads, state, "
+            "params, sub_batch_value_fn=...). flatsparse.train."
+            f"make_train_step(..., sub_batches={sub_batches}) passes it.")
+      return (sharp_mean(updates, params, sub_batch_value_fn, masks),
+              SAMState(count=state.count + 1))
     if value_fn is None or params is None:
       raise ValueError(
           "sam needs params and the extra argument value_fn (params -> loss "
           "on the current batch): tx.update(grads, state, params, "
           "value_fn=...). flatsparse.train.make_train_step passes it.")
     e = perturbation(updates, params, rho, adaptive=adaptive, eta=eta, eps=eps,
-                     masks=masks if sparse else None)
+                     masks=masks)
     perturbed = jax.tree.map(lambda w, d: w + d.astype(w.dtype), params, e)
     sharp_grads = jax.grad(value_fn)(perturbed)
     sharp_grads = jax.tree.map(lambda s, g: s.astype(g.dtype), sharp_grads,

@@ -35,11 +35,17 @@ thousand steps at ``b2 = 0.999``); ``'refresh'`` divides by a smaller
 for much of a typical run.
 
 Cost: a reuse step costs one extra gradient at ``w~`` (as SAM). A refresh
-step takes ``g~`` and ``H z`` from one forward-over-reverse pass
-(``jax.jvp`` of ``jax.grad``: its primal output *is* ``grad f(w~)``), so it
-costs one Hessian-vector product and no separate gradient pass. Refresh and
-reuse are the two branches of one ``lax.cond`` on ``count % k == 0``: one
-compiled program, and only the taken branch runs. The estimate is that of
+step takes ``g~`` and ``H z`` from one forward-over-reverse pass, so it
+costs one Hessian-vector product and no separate gradient pass: ``g~`` and
+the pass's residuals come from ``jax.linearize(jax.grad(f), w~)`` at top
+level on every step, and only its tangent half (``z -> H z``) runs in the
+refresh branch of a ``lax.cond`` on ``count % k == 0`` (one compiled
+program; the reuse branch does nothing). Keeping the gradient out of the
+conditional matters on XLA:CPU, which runs a ResNet-18 gradient inside a
+``lax.cond`` branch an order of magnitude slower than at top level
+(BENCHMARKS.md); the price is that the residuals stay live until the branch
+(about 11% more scratch memory for ResNet-18 at batch 8 on CPU, same
+flops). The estimate is that of
 ``flatsparse.flatness.curvature.hutchinson_diagonal(value_fn, w~,
 fold_in(key, t - 1), num_probes=...)``: same probes, same arithmetic
 (tested to float32 rounding).
@@ -211,6 +217,38 @@ def _require_value_fn(name: str, value_fn: Any, params: Any) -> None:
         "value_fn=...). flatsparse.train.make_train_step passes it.")
 
 
+def _grad_and_hvp(value_fn: ValueFn, params: Any
+                  ) -> tuple[Any, Callable[[Any], Any]]:
+  """``(grad f(params), v -> H(params) v)`` by ``jax.linearize``.
+
+  The gradient is computed now (the primal of forward-over-reverse); the
+  returned linear function holds only the tangent half, so a caller can run
+  it inside a ``lax.cond`` branch while the gradient stays outside.
+  """
+  return jax.linearize(jax.grad(value_fn), params)
+
+
+def _hutchinson(hvp_fn: Callable[[Any], Any], params: Any, key: jax.Array, *,
+                num_probes: int = 1, kind: str = "rademacher") -> Any:
+  """``curvature.hutchinson_diagonal`` with a given ``v -> H v``: the same
+  probes and arithmetic."""
+  keys = jax.random.split(key, num_probes)
+
+  def one(k):
+    z = curvature.probes(k, params, kind)
+    return jax.tree.map(jnp.multiply, z, hvp_fn(z))
+
+  if num_probes == 1:
+    return one(keys[0])
+
+  def body(total, k):
+    return jax.tree.map(jnp.add, total, one(k)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  total, _ = jax.lax.scan(body, zeros, keys)
+  return jax.tree.map(lambda t: t / num_probes, total)
+
+
 def _grad_and_hutchinson(value_fn: ValueFn, params: Any, key: jax.Array, *,
                          num_probes: int = 1, kind: str = "rademacher"
                          ) -> tuple[Any, Any]:
@@ -220,25 +258,9 @@ def _grad_and_hutchinson(value_fn: ValueFn, params: Any, key: jax.Array, *,
   gradient is the primal output of the forward-over-reverse pass, so it
   costs nothing extra.
   """
-  grad_fn = jax.grad(value_fn)
-  keys = jax.random.split(key, num_probes)
-
-  def one(k):
-    z = curvature.probes(k, params, kind)
-    grads, hz = jax.jvp(grad_fn, (params,), (z,))
-    return grads, jax.tree.map(jnp.multiply, z, hz)
-
-  if num_probes == 1:
-    return one(keys[0])
-
-  def body(carry, k):
-    total, _ = carry
-    grads, d = one(k)
-    return (jax.tree.map(jnp.add, total, d), grads), None
-
-  zeros = jax.tree.map(jnp.zeros_like, params)
-  (total, grads), _ = jax.lax.scan(body, (zeros, zeros), keys)
-  return grads, jax.tree.map(lambda t: t / num_probes, total)
+  grads, hvp_fn = _grad_and_hvp(value_fn, params)
+  return grads, _hutchinson(hvp_fn, params, key, num_probes=num_probes,
+                            kind=kind)
 
 
 # --- Sassha ------------------------------------------------------------------
@@ -309,15 +331,16 @@ def sassha(learning_rate: optax.ScalarOrSchedule, rho: float = 0.2, *,
     perturbed = jax.tree.map(lambda w, d: w + d.astype(w.dtype), params, e)
     key = jax.random.fold_in(state.key, count)
 
+    # g~ at top level (every step needs it); only the tangent half of the
+    # forward-over-reverse pass (H z) runs in the refresh branch.
+    sharp, hvp_fn = _grad_and_hvp(value_fn, perturbed)
+
     def refresh(curv):
-      sharp, diag = _grad_and_hutchinson(value_fn, perturbed, key,
-                                         num_probes=num_probes, kind=probe)
-      return sharp, _ema(b2, curv, jax.tree.map(jnp.abs, diag))
+      diag = _hutchinson(hvp_fn, perturbed, key, num_probes=num_probes,
+                         kind=probe)
+      return _ema(b2, curv, jax.tree.map(jnp.abs, diag))
 
-    def reuse(curv):
-      return jax.grad(value_fn)(perturbed), curv
-
-    sharp, curv = _lazy(k, count, refresh, reuse, state.D)
+    curv = _lazy(k, count, refresh, lambda curv: curv, state.D)
     m = _ema(b1, state.m, sharp)
     lr = _learning_rate(learning_rate, count)
     step_size = lr / (1 - b1 ** (count + 1).astype(jnp.float32))

@@ -1,5 +1,6 @@
 """Training platform: state, generic steps, checkpoints, metrics, the loop."""
 
+from flatsparse.train.batch_norm import recalibrate_batch_stats
 from flatsparse.train.builders import build_model
 from flatsparse.train.builders import build_optimizer
 from flatsparse.train.builders import MODELS
@@ -13,15 +14,17 @@ from flatsparse.train.metrics import MetricWriter
 from flatsparse.train.metrics import Progress
 from flatsparse.train.metrics import read_metrics
 from flatsparse.train.metrics import sparsity_scalars
+from flatsparse.train.sharpness import sharpness
 from flatsparse.train.state import create_train_state
 from flatsparse.train.state import TrainState
 from flatsparse.train.step import make_eval_step
 from flatsparse.train.step import make_train_step
 
 __all__ = [
-    "build_model", "build_optimizer", "MODELS", "OPTIMIZERS",
+    "recalibrate_batch_stats", "build_model", "build_optimizer", "MODELS", "OPTIMIZERS",
     "register_model", "register_optimizer", "Checkpointer",
     "train_and_evaluate", "validate_config", "MetricWriter", "Progress",
-    "read_metrics", "sparsity_scalars", "create_train_state", "TrainState",
+    "read_metrics", "sparsity_scalars", "sharpness", "create_train_state",
+    "TrainState",
     "make_eval_step", "make_train_step",
 ]

@@ -177,8 +177,11 @@ def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False
     state = jax.device_put(state, NamedSharding(mesh, P()))
     # Eval batches are padded anyway: round up so they split over devices.
     eval_batch_size = -(-eval_batch_size // mesh.size) * mesh.size
+  # m-sharpness: SAM's sub_batches needs the step to split the batch too.
+  sub_batches = int(dict(cfg["flatness"] or {}).get("sub_batches") or 1)
   train_step = jax.jit(step_lib.make_train_step(
-      model, tx, accum_steps=cfg["accum_steps"]), donate_argnums=0)
+      model, tx, accum_steps=cfg["accum_steps"], sub_batches=sub_batches),
+                       donate_argnums=0)
   eval_step = jax.jit(step_lib.make_eval_step(model))
   first_bad = jnp.int32(-1)  # first step with a non-finite loss, on device
   progress = metrics_lib.Progress(cfg["steps"])

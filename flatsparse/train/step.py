@@ -8,6 +8,12 @@ transforms re-evaluate the loss through it, and its evaluations never change
 the batch statistics. Mixed precision: parameters stay float32; the model's
 ``dtype`` sets the compute dtype and logits are cast to float32 for the loss.
 Gradient accumulation averages gradients over ``accum_steps`` micro-batches.
+Transforms also get ``activations_fn(params)``: the per-input-feature squared
+norms of every Dense/Conv input on the batch (SAFE+'s importance), computed
+only if a transform calls it.
+With ``sub_batches=m > 1`` the step also passes ``sub_batch_value_fn(params,
+i)``, the loss on the ``i``-th of ``m`` equal sub-batches (m-sharpness of
+``flatsparse.flatness.sam``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flatsparse.safe.activations import input_feature_norms
 from flatsparse.train.state import TrainState
 
 __all__ = ["make_train_step", "make_eval_step", "cross_entropy"]
@@ -48,7 +55,7 @@ def _forward(model: nn.Module, params: Any, batch_stats: Any, images: jax.Array,
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
-                    accum_steps: int = 1
+                    accum_steps: int = 1, sub_batches: int = 1
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """``(state, batch) -> (state, metrics)``; jit it (and shard its inputs).
 
@@ -56,12 +63,20 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     model: a linen module taking ``(x, train=...)``.
     tx: any optax transformation; extra-args transforms get ``value_fn``.
     accum_steps: micro-batches per step (batch size must divide by it).
+    sub_batches: with ``m > 1``, transforms also get the extra argument
+      ``sub_batch_value_fn(params, i)``: the loss on the ``i``-th of ``m``
+      equal sub-batches (same rng and pre-step batch statistics as
+      ``value_fn``; batch size must divide by ``m``). For
+      ``flatsparse.flatness.sam(sub_batches=m)``.
 
   Returns:
     The step function. Metrics: ``loss``, ``accuracy``, ``grad_norm``.
   """
   if not isinstance(accum_steps, int) or accum_steps < 1:
     raise ValueError(f"accum_steps must be an int >= 1, got {accum_steps!r}.")
+  if (isinstance(sub_batches, bool) or not isinstance(sub_batches, int)
+      or sub_batches < 1):
+    raise ValueError(f"sub_batches must be an int >= 1, got {sub_batches!r}.")
   tx = optax.with_extra_args_support(tx)
 
   def loss_fn(params, batch_stats, images, labels, rng):
@@ -104,8 +119,32 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       # Same batch, rng and the pre-step statistics; the result is discarded.
       return loss_fn(params, state.batch_stats, images, labels, rng)[0]
 
+    extra = {}
+    if sub_batches > 1:
+      if images.shape[0] % sub_batches:
+        raise ValueError(f"Batch size {images.shape[0]} is not divisible by "
+                         f"sub_batches={sub_batches}.")
+      parts = [x.reshape(sub_batches, -1, *x.shape[1:])
+               for x in (images, labels)]
+
+      def sub_batch_value_fn(params, i):
+        # The i-th equal sub-batch; same rng and pre-step statistics.
+        return loss_fn(params, state.batch_stats, parts[0][i], parts[1][i],
+                       rng)[0]
+
+      sub_batch_value_fn.sub_batches = sub_batches  # checked by sam
+      extra["sub_batch_value_fn"] = sub_batch_value_fn
+
+    def activations_fn(params):
+      # Per-input-feature ||X_j||^2 on this batch (SAFE+); traced only by
+      # transforms that call it.
+      return input_feature_norms(
+          model, {"params": params, "batch_stats": state.batch_stats}, images,
+          train=True, mutable=["batch_stats"], rngs={"dropout": rng})
+
     updates, opt_state = tx.update(grads, state.opt_state, state.params,
-                                   value_fn=value_fn)
+                                   value_fn=value_fn,
+                                   activations_fn=activations_fn, **extra)
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss,

@@ -135,3 +135,19 @@ def test_zero_noise_is_a_no_op():
   a = load_dataset("digits", "test", label_noise=0.0)
   np.testing.assert_array_equal(a.labels, load_digits("test").labels)
   assert num_examples(a) == 359
+
+
+def test_register_dataset_adds_a_name_and_refuses_to_shadow():
+  from flatsparse import data  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def load(split, data_dir, **kwargs):
+    calls.append((split, data_dir, kwargs))
+    return data.load_dataset("digits", split)
+
+  data.register_dataset("digits_copy_for_test", load, overwrite=True)
+  ds = data.load_dataset("digits_copy_for_test", "test", flatten=False)
+  assert len(ds.labels) == len(data.load_dataset("digits", "test").labels)
+  assert calls == [("test", None, {"flatten": False})]
+  with pytest.raises(ValueError, match="already registered"):
+    data.register_dataset("digits", load)

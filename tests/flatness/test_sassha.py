@@ -154,6 +154,37 @@ def test_gradient_and_hutchinson_in_one_pass(num_probes, kind):
                grads, jax.grad(loss)(params))
 
 
+def _primitives(jaxpr):
+  """Names of every primitive in a jaxpr, nested jaxprs included."""
+  names = []
+  for eqn in jaxpr.eqns:
+    names.append(eqn.primitive.name)
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          names += _primitives(inner)
+  return names
+
+
+def test_only_the_hessian_product_is_inside_the_conditional():
+  """g~ is taken at top level; the reuse branch does no work (XLA:CPU runs
+  a gradient inside a lax.cond branch an order of magnitude slower)."""
+  params, loss = _mlp()
+  tx = sassha(0.1, 0.1, k=3)
+  jaxpr = jax.make_jaxpr(
+      lambda p, s: tx.update(jax.grad(loss)(p), s, p, value_fn=loss))(
+          params, tx.init(params)).jaxpr
+  conds = [e for e in jaxpr.eqns if e.primitive.name == "cond"]
+  assert len(conds) == 1
+  reuse, refresh = conds[0].params["branches"]  # index 0: predicate false
+  assert "dot_general" not in _primitives(reuse.jaxpr)
+  assert "dot_general" in _primitives(refresh.jaxpr)  # H z
+  outside = [e.primitive.name for e in jaxpr.eqns]
+  # Forward, backward (incoming gradient), forward + backward at w~.
+  assert outside.count("dot_general") >= 8
+
+
 def test_steps_on_a_network_use_the_perturbed_point_and_step_keys():
   """Two steps (refresh, reuse) rebuilt from curvature.hutchinson_diagonal."""
   params, loss = _mlp()

@@ -1,5 +1,5 @@
 """8 simulated devices give the loss curve of 1 device (dense, pruned,
-SAM+pruned, SAFE).
+SAM+pruned, SAFE, SAM with per-device (m = 8) perturbations).
 
 Run in its own process: XLA_FLAGS=--xla_force_host_platform_device_count=8.
 Tolerance: train losses agree to rtol 1e-4 over 60 steps (the data-parallel
@@ -26,7 +26,8 @@ def _losses(workdir):
           if "train/loss" in r]
 
 
-@pytest.mark.parametrize("variant", ["dense", "tiny", "sam_pruned", "safe"])
+@pytest.mark.parametrize("variant", ["dense", "tiny", "sam_pruned", "safe",
+                                     "sam_per_device"])
 def test_eight_devices_match_one(tmp_path, variant):
   config = digits_mlp.get_config("tiny")
   config.log_every = 5
@@ -34,6 +35,10 @@ def test_eight_devices_match_one(tmp_path, variant):
     config.sparsity = None
   if variant == "sam_pruned":
     config.flatness = {"name": "sam", "rho": 0.05}
+  if variant == "sam_per_device":
+    # m-sharpness with m = devices: the SAM-overparameterization paper's
+    # per-device perturbations, now as sub-batches of the global batch.
+    config.flatness = {"name": "sam", "rho": 0.05, "sub_batches": 8}
   if variant == "safe":
     # Its second gradient and projections must be the all-device ones.
     config.sparsity = None

@@ -1,0 +1,201 @@
+"""Sharpness of a trained model: Hessian diagnostics on a fixed batch.
+
+The loss is the mean softmax cross-entropy of the model in eval mode (running
+BatchNorm statistics, no dropout), so it is a pure function of the params::
+
+    f(w) = (1/n) sum_j CE(model(w, x_j; eval), y_j)
+
+and ``H = grad^2 f(w)`` at the trained params ``w``. With the curvature tools
+of :mod:`flatsparse.flatness.curvature` (no Hessian is materialised):
+
+* ``top_eigenvalue``: ``lambda_max(H)``, by power iteration (``'power'``:
+  the eigenvalue of largest magnitude, with its sign) or Lanczos
+  (``'lanczos'``: the algebraically largest Ritz value).
+* ``trace``: Hutchinson ``tr(H) ~ (1/n) sum_i z_i^T H z_i``.
+* ``moment_k``: ``tr(H^k) / d ~ (1/(n d)) sum_i z_i^T H^k z_i`` for each
+  requested ``k`` (``moment_1 = trace / d``, same probes).
+
+Sparse models: when the train state holds a sparsity wrapper's masks (or
+a SAFE/ADMM/IHT state: then the nonzero kernels of the projected params) and
+``active_only=True`` (default), ``H`` is the Hessian restricted to the active
+(trained) weights, ``H_S = M H M`` with the 0/1 mask ``M`` (pruned weights
+cannot move, so their curvature is not the solution's sharpness), and ``d``
+counts active entries (and dense leaves) only. Dense leaves (biases, norms)
+are always included.
+
+The work runs in one ``jax.jit``-compiled function, cached per model and
+options: :func:`sharpness` called again with the same model and shapes does
+not recompile.
+
+References:
+  Keskar et al., "On Large-Batch Training for Deep Learning: Generalization
+  Gap and Sharp Minima", ICLR 2017; Yao et al., "PyHessian: Neural Networks
+  Through the Lens of the Hessian", 2020; Shin, Lee, Andriushchenko & Lee,
+  "Critical Influence of Overparameterization on Sharpness-aware
+  Minimization", 2024.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from flatsparse import safe
+from flatsparse import sparsity
+from flatsparse.flatness import curvature
+from flatsparse.train.state import TrainState
+
+__all__ = ["sharpness", "METHODS"]
+
+METHODS = ("power", "lanczos")
+
+
+def _eval_loss(model: nn.Module, params: Any, batch_stats: Any,
+               images: jax.Array, labels: jax.Array,
+               weights: jax.Array) -> jax.Array:
+  """Weighted mean cross-entropy in eval mode (a pure function of params)."""
+  variables = {"params": params}
+  if batch_stats:
+    variables["batch_stats"] = batch_stats
+  logits = model.apply(variables, images, train=False)
+  losses = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels)
+  losses = jnp.where(weights > 0, losses, 0)  # padded examples may be NaN
+  return jnp.sum(losses * weights) / jnp.sum(weights)
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "model", "num_probes", "iters", "max_order", "method", "probe"))
+def _measure(params: Any, batch_stats: Any, masks: Any, images: jax.Array,
+             labels: jax.Array, weights: jax.Array, key: jax.Array, *,
+             model: nn.Module, num_probes: int, iters: int, max_order: int,
+             method: str, probe: str) -> dict[str, jax.Array]:
+  """The jitted inner computation of :func:`sharpness` (arrays out)."""
+
+  def restrict(p):
+    if masks is None:
+      return p
+    return jax.tree.map(
+        lambda m, x: x if m is None else jnp.where(m, x, jnp.zeros_like(x)),
+        masks, p, is_leaf=lambda x: x is None)
+
+  def value_fn(p):
+    return _eval_loss(model, restrict(p), batch_stats, images, labels,
+                      weights)
+
+  eig_key, probe_key = jax.random.split(key)
+  if method == "power":
+    top, _ = curvature.top_eigenvalue(value_fn, params, eig_key,
+                                      num_iters=iters)
+  else:
+    top = curvature.top_eigenvalues(value_fn, params, eig_key, k=1,
+                                    num_steps=iters)[0]
+  total = sum(x.size for x in jax.tree.leaves(params))
+  # hessian_moments divides by every entry; rescale to the active count d.
+  moments = curvature.hessian_moments(
+      value_fn, params, probe_key, max_order=max_order,
+      num_probes=num_probes, kind=probe) * total
+  if masks is None:
+    d = jnp.asarray(total, jnp.float32)
+  else:
+    d = sum(jnp.sum(m, dtype=jnp.float32) if m is not None
+            else jnp.float32(p.size) for m, p in zip(
+                jax.tree.leaves(masks, is_leaf=lambda x: x is None),
+                jax.tree.leaves(params)))
+  return {"top_eigenvalue": top, "trace": moments[0], "moments": moments / d,
+          "num_params": d, "loss": value_fn(params)}
+
+
+def _check_count(name: str, value: Any) -> None:
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+      or value < 1):
+    raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+
+
+def _projected_masks(state: TrainState) -> Any:
+  """Nonzero kernels of a SAFE/ADMM/IHT run's (projected) params, else None.
+
+  Their state keeps no masks; after ``finalize`` the pruned weights are
+  exactly zero, so the active set is the nonzero set, as GMP's would be.
+  """
+  try:
+    safe.find_state(state.opt_state)
+  except ValueError:
+    return None
+  return jax.tree.map(lambda p: (p != 0) if p.ndim > 1 else None,
+                      state.params)
+
+
+def sharpness(model: nn.Module, state: TrainState,
+              batch: Mapping[str, Any], key: jax.Array, *,
+              num_probes: int = 10, iters: int = 20,
+              moments: Sequence[int] = (1, 2, 4), method: str = "power",
+              probe: str = "rademacher", active_only: bool = True
+              ) -> dict[str, float]:
+  """Hessian sharpness of ``state.params`` on ``batch`` (module docstring).
+
+  Args:
+    model: the linen module the state was trained with (``(x, train=...)``).
+    state: a :class:`flatsparse.train.TrainState` (params, batch stats and,
+      for sparse runs, the masks in ``opt_state``).
+    batch: ``{'image', 'label'}`` (and optionally ``'mask'``: examples with
+      mask 0 are left out, as in padded eval batches).
+    key: PRNG key for the eigenvector start and the Hutchinson probes.
+    num_probes: Hutchinson probes for the trace and moments, an int >= 1.
+    iters: power-iteration steps (``iters + 1`` Hessian-vector products) or
+      Lanczos steps (``iters`` products, memory ``4 * iters * d`` bytes),
+      an int >= 1.
+    moments: the orders ``k >= 1`` of ``moment_k = tr(H^k) / d`` to report;
+      ``ceil(max(k) / 2)`` Hessian-vector products per probe.
+    method: ``'power'`` (memory ``O(d)``) or ``'lanczos'`` (more accurate
+      for the same number of products).
+    probe: ``'rademacher'`` or ``'gaussian'`` Hutchinson probes.
+    active_only: for sparse states, restrict ``H`` to the active weights.
+
+  Returns:
+    ``{'top_eigenvalue', 'trace', 'moment_<k>' for each k, 'num_params'
+    (d), 'loss'}`` as Python floats.
+  """
+  _check_count("num_probes", num_probes)
+  _check_count("iters", iters)
+  if method not in METHODS:
+    raise ValueError(f"Unknown method {method!r}; allowed: "
+                     f"{', '.join(METHODS)}.")
+  if probe not in curvature.PROBES:
+    raise ValueError(f"Unknown probe {probe!r}; allowed: "
+                     f"{', '.join(curvature.PROBES)}.")
+  orders = tuple(moments)
+  for k in orders:
+    _check_count("every entry of moments", k)
+  for name in ("image", "label"):
+    if name not in batch:
+      raise ValueError(f"batch needs 'image' and 'label', got keys "
+                       f"{sorted(batch)}.")
+  masks = None
+  if active_only:
+    try:
+      masks = sparsity.get_masks(state.opt_state, state.params)
+    except ValueError:  # no sparsity wrapper
+      masks = _projected_masks(state)
+  labels = jnp.asarray(batch["label"])
+  weights = jnp.asarray(batch.get("mask", jnp.ones(labels.shape)),
+                        jnp.float32)
+  out = _measure(state.params, state.batch_stats, masks,
+                 jnp.asarray(batch["image"]), labels, weights, key,
+                 model=model, num_probes=num_probes, iters=iters,
+                 max_order=max(orders, default=1), method=method,
+                 probe=probe)
+  out = jax.device_get(out)
+  result = {"top_eigenvalue": float(out["top_eigenvalue"]),
+            "trace": float(out["trace"])}
+  for k in orders:
+    result[f"moment_{k}"] = float(out["moments"][k - 1])
+  result["num_params"] = float(out["num_params"])
+  result["loss"] = float(out["loss"])
+  return result

@@ -1,0 +1,123 @@
+"""The SAM-overparameterization study: tiny variants end to end."""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import overparam_cifar10
+from configs import overparam_digits
+from experiments import overparam
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _mlp_params(width, depth=2, inputs=64, classes=10):
+  sizes = [inputs] + [width] * depth + [classes]
+  return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def test_sparse_runs_match_the_dense_budget():
+  study = overparam_digits.get_config()
+  runs = overparam.plan(study)
+  families = {r["family"] for r in runs}
+  assert families == {"dense", "random", "snip"}
+  assert len(runs) == 2 * 3 * (len(study.widths) + 2 * len(
+      study.sparse.widths))
+  budget = _mlp_params(study.sparse.budget_width)
+  for run in runs:
+    assert run["params_total"] == _mlp_params(run["width"])
+    if run["family"] == "dense":
+      assert run["sparsity"] == 0 and run["config"].sparsity is None
+      continue
+    total = _mlp_params(run["width"])
+    dense = 2 * run["width"] + 10  # biases stay dense
+    kept = dense + (1 - run["sparsity"]) * (total - dense)
+    assert kept == pytest.approx(budget, rel=1e-9)
+  snip = next(r for r in runs if r["family"] == "snip")["config"].sparsity
+  assert (snip.algorithm, snip.schedule, snip.update_start_step) == (
+      "saliency", "one_shot", 0)  # SNIP: |w * g| of the first batch
+  sam = next(r for r in runs if r["optimizer"] == "sam")["config"].flatness
+  assert sam.to_dict() == {"name": "sam", "rho": 0.05}
+  assert overparam.matching_sparsity(1000, 950, 100) == pytest.approx(
+      1 - 50 / 950)
+  for budget in (40, 1001):  # below the dense biases, above the model
+    with pytest.raises(ValueError, match=f"budget of {budget} is out of"):
+      overparam.matching_sparsity(1000, 950, budget)
+
+
+def test_tiny_digits_study_from_the_command_line(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.overparam",
+       "--config=configs/overparam_digits.py:tiny", f"--workdir={tmp_path}"],
+      capture_output=True, text=True, timeout=600, check=True, cwd=ROOT)
+  study = overparam_digits.get_config("tiny")
+  results = json.loads((tmp_path / "results.json").read_text())
+  runs = results["runs"]
+  assert len(runs) == len(overparam.plan(study))
+  budget = _mlp_params(study.sparse.budget_width)
+  for run in runs:
+    for key in ("test_accuracy", "top_eigenvalue", "trace", "moment_1",
+                "moment_2", "sharpness_batch_loss"):
+      assert math.isfinite(run[key]), (key, run)
+    assert 0 <= run["test_accuracy"] <= 1
+    # moment_1 = trace / d on the trained parameters (same probes).
+    assert run["moment_1"] * run["params_trained"] == pytest.approx(
+        run["trace"], rel=1e-4)
+    if run["family"] != "dense":  # equal trained-parameter counts
+      assert abs(run["params_trained"] - budget) <= 3, run
+  rows = results["summary"]
+  assert {(r["family"], r["width"]) for r in rows} == {
+      (r["family"], r["width"]) for r in runs}
+  for row in rows:
+    want = (row["sam_test_accuracy_mean"] - row["sgd_test_accuracy_mean"])
+    assert row["gap_test_accuracy_mean"] == pytest.approx(want, abs=1e-12)
+  report = (tmp_path / "report.md").read_text()
+  for row in rows:
+    assert f"| {row['family']} | {row['width']} |" in report
+  assert "| family | width |" in out.stdout
+  for name in ("gap_vs_params.png", "sharpness_vs_params.png"):
+    assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / name).stat().st_size > 5000
+  # A second call only reads the cached records (no training); a changed
+  # config in the same workdir is an error, not a silent reuse.
+  again = overparam.run_study(study, str(tmp_path))
+  assert json.loads(pathlib.Path(again["results"]).read_text())["runs"] == runs
+  study.rho = 0.5
+  with pytest.raises(ValueError, match="holds a run of a different config"):
+    overparam.run_study(study, str(tmp_path))
+
+
+def test_cifar10_widths_span_the_papers_parameter_range():
+  """ResNet-18 widths 4..128: about 0.04M to 45M parameters (Shin et al.)."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  study = overparam_cifar10.get_config()
+  with tfds.testing.mock_data(num_examples=8,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    runs = overparam.plan(study)
+  dense = {r["width"]: r["params_total"] for r in runs
+           if r["family"] == "dense"}
+  assert dense[64] == 11_173_962  # the standard CIFAR ResNet-18
+  assert 0.03e6 < dense[4] < 0.05e6 and 40e6 < dense[128] < 50e6
+  assert {r["family"] for r in runs} == {"dense", "random", "snip"}
+  assert len(runs) == 2 * 3 * (6 + 2 * 3)
+
+
+@pytest.mark.slow  # ResNet-18 compiles: 36 s on 2 idle CPU cores
+def test_tiny_cifar10_on_mock_data(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  study = overparam_cifar10.get_config("tiny")
+  with tfds.testing.mock_data(num_examples=8,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    paths = overparam.run_study(study, str(tmp_path))
+  results = json.loads(pathlib.Path(paths["results"]).read_text())
+  assert [(r["optimizer"], r["width"]) for r in results["runs"]] == [
+      ("sgd", 2), ("sam", 2)]
+  for run in results["runs"]:
+    assert np.isfinite([run["top_eigenvalue"], run["trace"],
+                        run["test_loss"]]).all()
+  assert pathlib.Path(paths["gap_plot"]).stat().st_size > 5000
