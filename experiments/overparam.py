@@ -60,9 +60,17 @@ from flatsparse.train import builders
 from flatsparse.train import loop
 from flatsparse.train.sharpness import sharpness
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Study config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs are written.",
-                               required=True)
+_CONFIG = None
+_WORKDIR = None
+
+
+def define_flags() -> None:
+  """Defines the flags; called only when run as a program, so the
+  experiment modules can be imported together (tests, other mains)."""
+  global _CONFIG, _WORKDIR
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config.")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs are written.",
+                                 required=True)
 
 OPTIMIZERS = ("sgd", "sam")
 SPARSE_METHODS = ("random", "snip")
@@ -395,5 +403,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["config"])
   app.run(main)

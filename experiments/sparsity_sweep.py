@@ -76,9 +76,17 @@ from flatsparse.train import loop
 from flatsparse.train import metrics as metrics_lib
 from flatsparse.train.sharpness import sharpness as hessian_sharpness
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs are written.",
-                               required=True)
+_CONFIG = None
+_WORKDIR = None
+
+
+def define_flags() -> None:
+  """Defines the flags; called only when run as a program, so the
+  experiment modules can be imported together (tests, other mains)."""
+  global _CONFIG, _WORKDIR
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config.")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs are written.",
+                                 required=True)
 
 SPARSITY = "$sparsity"
 RESULT_FILE = "result.json"
@@ -607,5 +615,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["config"])
   app.run(main)

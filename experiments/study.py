@@ -23,9 +23,17 @@ import ml_collections
 from experiments import report
 from flatsparse.train import loop
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Study config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs are written.",
-                               required=True)
+_CONFIG = None
+_WORKDIR = None
+
+
+def define_flags() -> None:
+  """Defines the flags; called only when run as a program, so the
+  experiment modules can be imported together (tests, other mains)."""
+  global _CONFIG, _WORKDIR
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config.")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs are written.",
+                                 required=True)
 
 
 def variant_config(study: Any, name: str, seed: int
@@ -65,5 +73,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["config"])
   app.run(main)

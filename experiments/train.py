@@ -20,13 +20,23 @@ import jax
 
 from flatsparse.train import loop
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes.",
-                               required=True)
-_SEEDS = flags.DEFINE_list("seeds", None, "Seeds (default: config.seed).")
-_MULTIHOST = flags.DEFINE_bool("multihost", False,
-                               "Call jax.distributed.initialize() first.")
+_CONFIG = None
+_WORKDIR = None
+_SEEDS = None
+_MULTIHOST = None
+
+
+def define_flags() -> None:
+  """Defines the flags; called only when run as a program, so the
+  experiment modules can be imported together (tests, other mains)."""
+  global _CONFIG, _WORKDIR, _SEEDS, _MULTIHOST
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Experiment config.", lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes.",
+                                 required=True)
+  _SEEDS = flags.DEFINE_list("seeds", None, "Seeds (default: config.seed).")
+  _MULTIHOST = flags.DEFINE_bool("multihost", False,
+                                 "Call jax.distributed.initialize() first.")
 
 
 def main(argv):
@@ -48,5 +58,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["config"])
   app.run(main)
