@@ -17,10 +17,11 @@ Variants (`:variant` after the path):
                split (54 runs; 7 min 0 s measured)
   resnet       CIFAR ResNet-20 with width multipliers 1, 2, 4 on the 8x8
                digits, dense, 2 seeds. Not run here: on 2 CPU cores 60 steps
-               at k=1 (272K parameters) took 13 s and its sharpness 110 s
-               (XLA:CPU runs the Hessian-vector products inside the curvature
-               loops ~8x slower than at top level); k=4 has ~16x the flops.
-               Meant for an accelerator.
+               at k=1 (272K parameters) took 13 s; k=4 has ~16x the flops.
+               Its sharpness unrolls the curvature loops (XLA:CPU runs
+               convolutions inside loop bodies slowly: 22.1 s -> 1.3 s on
+               ResNet-20, batch 256, after compiling). Meant for an
+               accelerator.
   tiny         one dense width, one sparse width, 20 steps, one seed (what
                the tests run)
 Override anything, e.g. --config.seeds=0,1 --config.rho=0.1.
@@ -74,6 +75,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.widths = (1, 2, 4)
     c.sparse = None
     c.sharpness.batch_size = 256
+    # XLA:CPU runs convolutions in loop bodies ~17x slower: unroll them.
+    c.sharpness.unroll = True
   elif variant == "tiny":
     base.steps = 20
     base.log_every = 10

@@ -203,7 +203,8 @@ def run_one(run: dict[str, Any], directory: str, sharp: Any
   measured = sharpness(
       model, jax.device_get(state), batch, jax.random.PRNGKey(run["seed"]),
       num_probes=sharp.num_probes, iters=sharp.iters,
-      moments=tuple(sharp.moments), method=sharp.method)
+      moments=tuple(sharp.moments), method=sharp.method,
+      unroll=sharp.get("unroll", 1))
   record = {k: v for k, v in run.items() if k != "config"}
   record.update({
       "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],

@@ -90,7 +90,8 @@ def define_flags() -> None:
 
 SPARSITY = "$sparsity"
 RESULT_FILE = "result.json"
-SHARPNESS_KEYS = ("num_probes", "iters", "moments", "method", "probe")
+SHARPNESS_KEYS = ("num_probes", "iters", "moments", "method", "probe",
+                  "unroll")
 SHARPNESS_DEFAULTS = {"examples": 512, "seed": 0}
 SWEEP_KEYS = ("base", "methods", "order", "sparsities", "seeds",
               "label_noise", "noise_kind", "noise_seed", "sharpness",

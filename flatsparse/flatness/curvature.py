@@ -80,7 +80,8 @@ def probes(key: jax.Array, like: Any, kind: str = "rademacher") -> Any:
 
 
 def hutchinson_diagonal(value_fn: ValueFn, params: Any, key: jax.Array, *,
-                        num_probes: int = 1, kind: str = "rademacher") -> Any:
+                        num_probes: int = 1, kind: str = "rademacher",
+                        unroll: int | bool = 1) -> Any:
   """Unbiased estimate of ``diag(H)``: ``mean_i z_i * (H z_i)``.
 
   Args:
@@ -89,6 +90,9 @@ def hutchinson_diagonal(value_fn: ValueFn, params: Any, key: jax.Array, *,
     key: PRNG key for the probes.
     num_probes: number of probes averaged, >= 1 (a ``lax.scan``).
     kind: ``'rademacher'`` or ``'gaussian'``.
+    unroll: loop iterations unrolled into one body (``True``: all). XLA:CPU
+      runs convolutions inside loop bodies ~8x slower than at top level, so
+      unroll on CPU for conv nets (compile time grows with it).
 
   Returns:
     A pytree like ``params``.
@@ -104,7 +108,8 @@ def hutchinson_diagonal(value_fn: ValueFn, params: Any, key: jax.Array, *,
                         hvp(value_fn, params, z)), None
 
   zeros = jax.tree.map(jnp.zeros_like, params)
-  total, _ = jax.lax.scan(one, zeros, jax.random.split(key, num_probes))
+  total, _ = jax.lax.scan(one, zeros, jax.random.split(key, num_probes),
+                          unroll=unroll)
   return jax.tree.map(lambda t: t / num_probes, total)
 
 
@@ -164,8 +169,8 @@ def _tridiagonal(alphas: jax.Array, betas: jax.Array) -> jax.Array:
 
 
 def hutchinson_trace(value_fn: ValueFn, params: Any, key: jax.Array, *,
-                     num_probes: int = 10,
-                     kind: str = "rademacher") -> jax.Array:
+                     num_probes: int = 10, kind: str = "rademacher",
+                     unroll: int | bool = 1) -> jax.Array:
   """Unbiased estimate of ``tr(H) ~ (1/n) sum_i z_i^T H z_i``.
 
   ``E[z z^T] = I`` for both probe kinds, so ``E[z^T H z] = tr(H)``. The
@@ -181,6 +186,9 @@ def hutchinson_trace(value_fn: ValueFn, params: Any, key: jax.Array, *,
     num_probes: number ``n`` of probes averaged, an int >= 1 (a
       ``lax.scan``: one Hessian-vector product each).
     kind: ``'rademacher'`` or ``'gaussian'``.
+    unroll: loop iterations unrolled into one body (``True``: all). XLA:CPU
+      runs convolutions inside loop bodies ~8x slower than at top level, so
+      unroll on CPU for conv nets (compile time grows with it).
 
   Returns:
     A scalar (float32, or the params' dtype if wider).
@@ -198,13 +206,14 @@ def hutchinson_trace(value_fn: ValueFn, params: Any, key: jax.Array, *,
     return total + _vdot(z, hvp(value_fn, params, z), acc), None
 
   total, _ = jax.lax.scan(one, jnp.zeros([], acc),
-                          jax.random.split(key, num_probes))
+                          jax.random.split(key, num_probes), unroll=unroll)
   return total / num_probes
 
 
 def hessian_moments(value_fn: ValueFn, params: Any, key: jax.Array, *,
                     max_order: int = 4, num_probes: int = 10,
-                    kind: str = "rademacher") -> jax.Array:
+                    kind: str = "rademacher",
+                    unroll: int | bool = 1) -> jax.Array:
   """Normalised moments ``m_k = tr(H^k) / d`` for ``k = 1..max_order``.
 
   Hutchinson on powers of ``H``, ``m_k ~ (1/(n d)) sum_i z_i^T H^k z_i``,
@@ -221,6 +230,9 @@ def hessian_moments(value_fn: ValueFn, params: Any, key: jax.Array, *,
       so keep it small).
     num_probes: number ``n`` of probes, an int >= 1 (a ``lax.scan``).
     kind: ``'rademacher'`` or ``'gaussian'``.
+    unroll: loop iterations unrolled into one body (``True``: all). XLA:CPU
+      runs convolutions inside loop bodies ~8x slower than at top level, so
+      unroll on CPU for conv nets (compile time grows with it).
 
   Returns:
     A ``[max_order]`` array ``[m_1, ..., m_K]`` (float32 or wider).
@@ -243,7 +255,7 @@ def hessian_moments(value_fn: ValueFn, params: Any, key: jax.Array, *,
     return total + jnp.stack(moments), None
 
   total, _ = jax.lax.scan(one, jnp.zeros([max_order], acc),
-                          jax.random.split(key, num_probes))
+                          jax.random.split(key, num_probes), unroll=unroll)
   return total / (num_probes * max(_size(params), 1))
 
 
@@ -251,8 +263,8 @@ def hessian_moments(value_fn: ValueFn, params: Any, key: jax.Array, *,
 
 
 def top_eigenvalue(value_fn: ValueFn, params: Any, key: jax.Array, *,
-                   num_iters: int = 20,
-                   tol: float | None = None) -> tuple[jax.Array, Any]:
+                   num_iters: int = 20, tol: float | None = None,
+                   unroll: int | bool = 1) -> tuple[jax.Array, Any]:
   """Largest-magnitude eigenvalue of ``H`` and its eigenvector (power method).
 
   From a random Gaussian ``v_0`` (unit global norm)::
@@ -275,6 +287,10 @@ def top_eigenvalue(value_fn: ValueFn, params: Any, key: jax.Array, *,
       products; a ``lax.fori_loop``), or the most steps when ``tol`` is set.
     tol: if given (>= 0), stop early (a ``lax.while_loop``) once
       ``|lambda_t - lambda_(t-1)| <= tol * |lambda_t|``.
+    unroll: loop iterations unrolled into one body (``True``: all). XLA:CPU
+      runs convolutions inside loop bodies ~8x slower than at top level, so
+      unroll on CPU for conv nets (compile time grows with it).
+      Ignored with ``tol`` (a while loop cannot unroll).
 
   Returns:
     ``(eigenvalue, eigenvector)``: a scalar (float32 or wider) and a pytree
@@ -307,7 +323,7 @@ def top_eigenvalue(value_fn: ValueFn, params: Any, key: jax.Array, *,
   lam = _vdot(v, hv, acc)
   if tol is None:
     v, _, lam = jax.lax.fori_loop(0, num_iters, lambda _, c: step(*c[:2]),
-                                  (v, hv, lam))
+                                  (v, hv, lam), unroll=unroll)
     return lam, v
 
   def cond(carry):
@@ -326,7 +342,8 @@ def top_eigenvalue(value_fn: ValueFn, params: Any, key: jax.Array, *,
 
 
 def lanczos(value_fn: ValueFn, params: Any, key: jax.Array, *,
-            num_steps: int = 30) -> tuple[jax.Array, jax.Array]:
+            num_steps: int = 30,
+            unroll: int | bool = 1) -> tuple[jax.Array, jax.Array]:
   """Lanczos tridiagonalisation of ``H`` with full reorthogonalisation.
 
   From a random unit ``v_1`` (Gaussian direction), for ``j = 1..m``::
@@ -354,6 +371,9 @@ def lanczos(value_fn: ValueFn, params: Any, key: jax.Array, *,
     params: where the Hessian is taken (any pytree, ``d`` entries in all).
     key: PRNG key for ``v_1`` (and any restart).
     num_steps: Lanczos steps ``m``, an int >= 1, capped at ``d``.
+    unroll: loop iterations unrolled into one body (``True``: all). XLA:CPU
+      runs convolutions inside loop bodies ~8x slower than at top level, so
+      unroll on CPU for conv nets (compile time grows with it).
 
   Returns:
     ``(alphas, betas)``: ``[m]`` diagonal and ``[m - 1]`` off-diagonal of
@@ -409,12 +429,13 @@ def lanczos(value_fn: ValueFn, params: Any, key: jax.Array, *,
 
   init = (jnp.zeros((m, d), acc), unit(jax.random.normal(key, (d,), acc)),
           jnp.zeros([m], acc), jnp.zeros([m], acc), jnp.zeros([], acc))
-  _, _, alphas, betas, _ = jax.lax.fori_loop(0, m, body, init)
+  _, _, alphas, betas, _ = jax.lax.fori_loop(0, m, body, init, unroll=unroll)
   return alphas, betas[:m - 1]
 
 
 def top_eigenvalues(value_fn: ValueFn, params: Any, key: jax.Array,
-                    k: int = 5, num_steps: int = 30) -> jax.Array:
+                    k: int = 5, num_steps: int = 30,
+                    unroll: int | bool = 1) -> jax.Array:
   """The ``k`` algebraically largest eigenvalues of ``H``, by Lanczos.
 
   The ``k`` largest Ritz values ``theta_1 >= ... >= theta_k`` of the
@@ -430,6 +451,9 @@ def top_eigenvalues(value_fn: ValueFn, params: Any, key: jax.Array,
     key: PRNG key for the Lanczos start vector.
     k: how many, an int with ``1 <= k <= min(num_steps, d)``.
     num_steps: Lanczos steps ``m``, an int >= 1, capped at ``d``.
+    unroll: loop iterations unrolled into one body (``True``: all). XLA:CPU
+      runs convolutions inside loop bodies ~8x slower than at top level, so
+      unroll on CPU for conv nets (compile time grows with it).
 
   Returns:
     A ``[k]`` array in descending order (float32 or wider).
@@ -445,7 +469,8 @@ def top_eigenvalues(value_fn: ValueFn, params: Any, key: jax.Array,
     raise ValueError(
         f"k must be <= min(num_steps, d) = min({num_steps}, "
         f"{_size(params)}) = {m}, got {k!r}.")
-  alphas, betas = lanczos(value_fn, params, key, num_steps=num_steps)
+  alphas, betas = lanczos(value_fn, params, key, num_steps=num_steps,
+                          unroll=unroll)
   return jnp.linalg.eigh(_tridiagonal(alphas, betas))[0][::-1][:k]
 
 

@@ -66,7 +66,8 @@ def projection_from_config(config: Mapping[str, Any]) -> Projection:
 
 def create_from_config(config: Mapping[str, Any],
                        base: optax.GradientTransformation,
-                       total_steps: int) -> optax.GradientTransformationExtraArgs:
+                       total_steps: int
+                       ) -> optax.GradientTransformationExtraArgs:
   """The transformation wrapping ``base``; penalty ramps over total_steps."""
   cfg = _as_dict(config)
   name = _name(cfg)
@@ -74,8 +75,9 @@ def create_from_config(config: Mapping[str, Any],
           if k not in ("name", *_PROJECTION_KEYS, *_LOOP_KEYS)}
   unknown = sorted(set(rest) - set(_ALLOWED[name]))
   if unknown:
+    allowed = sorted((*_ALLOWED[name], *_PROJECTION_KEYS, *_LOOP_KEYS))
     raise ValueError(f"Unknown keys {unknown} for {name!r}; allowed: "
-                     f"{sorted((*_ALLOWED[name], *_PROJECTION_KEYS, *_LOOP_KEYS))}.")
+                     f"{allowed}.")
   projection = projection_from_config(cfg)
   if name == "iht":
     return iht(base, projection, **rest)

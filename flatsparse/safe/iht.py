@@ -93,7 +93,8 @@ def iht(base: optax.GradientTransformation, projection: Projection, *,
           projecting=True, key=key)
       masks = projection.masks(new_params, stored)
       landed = jax.tree.map(
-          lambda m, s, w: s if m is None else jnp.where(m, s, (-w).astype(s.dtype)),
+          lambda m, s, w: s if m is None else jnp.where(
+              m, s, (-w).astype(s.dtype)),
           masks, steps, params, is_leaf=lambda x: x is None)
       return landed, stored
 

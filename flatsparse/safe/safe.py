@@ -17,7 +17,8 @@ period ``K`` and penalty ``lambda_t``::
 normalization parameters are not penalized and train normally. ``Proj`` is a
 :class:`flatsparse.safe.Projection`: magnitude for SAFE and ADMM, an
 importance-weighted one for SAFE+ (``importance='activation'``, ``P_jj =
-||X_j||^2``). :func:`flatsparse.safe.finalize` returns ``Proj(w_T)`` with exact sparsity.
+||X_j||^2``). :func:`flatsparse.safe.finalize` returns ``Proj(w_T)`` with
+exact sparsity.
 
 Importance inputs (only for the generalized projection), kept in the state as
 an exponential moving average with factor ``importance_ema`` (0: latest):

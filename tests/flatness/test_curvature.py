@@ -362,3 +362,31 @@ def test_public_names():
   for name in cv.__all__:
     assert getattr(fs.flatness, name) is getattr(cv, name)
     assert name in fs.flatness.__all__
+
+
+def test_unrolled_loops_give_the_same_estimates():
+  w = {"a": jnp.asarray([0.3, -1.2, 0.7]), "b": jnp.asarray([[0.5, 2.0]])}
+
+  def f(p):
+    return jnp.sum(p["a"] ** 4) + jnp.sum(jnp.sin(p["b"])) * jnp.sum(p["a"])
+
+  key = jax.random.PRNGKey(3)
+  for unroll in (2, True):
+    np.testing.assert_allclose(
+        fs.flatness.hutchinson_trace(f, w, key, num_probes=4, unroll=unroll),
+        fs.flatness.hutchinson_trace(f, w, key, num_probes=4), rtol=1e-6)
+    np.testing.assert_allclose(
+        fs.flatness.hessian_moments(f, w, key, num_probes=3, unroll=unroll),
+        fs.flatness.hessian_moments(f, w, key, num_probes=3), rtol=1e-6)
+    np.testing.assert_allclose(
+        fs.flatness.top_eigenvalue(f, w, key, num_iters=6, unroll=unroll)[0],
+        fs.flatness.top_eigenvalue(f, w, key, num_iters=6)[0], rtol=1e-6)
+    np.testing.assert_allclose(
+        fs.flatness.top_eigenvalues(f, w, key, k=2, num_steps=4,
+                                    unroll=unroll),
+        fs.flatness.top_eigenvalues(f, w, key, k=2, num_steps=4), rtol=1e-5)
+    diag = fs.flatness.hutchinson_diagonal(f, w, key, num_probes=2,
+                                           unroll=unroll)
+    ref = fs.flatness.hutchinson_diagonal(f, w, key, num_probes=2)
+    for x, y in zip(jax.tree.leaves(diag), jax.tree.leaves(ref)):
+      np.testing.assert_allclose(x, y, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""Projections against brute force (numpy sorts) for every importance and scope."""
+"""Projections against brute force (numpy sorts), every importance and scope."""
 
 import jax
 import jax.numpy as jnp
