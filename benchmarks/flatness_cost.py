@@ -337,20 +337,34 @@ class Timings:
       statistics.fmean(s for _, s in r) for r in self.rounds
     )
 
-  def refresh_reuse_ms(self, period: int) -> dict[str, float]:
-    refresh = [s for r in self.rounds for c, s in r if c % period == 0]
-    reuse = [s for r in self.rounds for c, s in r if c % period != 0]
+  def split_ms(
+    self, is_special: Callable[[int], bool], special: str, other: str
+  ) -> dict[str, float]:
+    """Medians of the steps whose count satisfies ``is_special`` and of the
+    others (e.g. refresh vs reuse steps, projection vs plain steps)."""
+    hit = [s for r in self.rounds for c, s in r if is_special(c)]
+    rest = [s for r in self.rounds for c, s in r if not is_special(c)]
     return {
-      "refresh_median": round(1e3 * statistics.median(refresh), 3),
-      "reuse_median": round(1e3 * statistics.median(reuse), 3),
-      "refresh_steps": len(refresh),
-      "reuse_steps": len(reuse),
+      f"{special}_median": round(1e3 * statistics.median(hit), 3),
+      f"{other}_median": round(1e3 * statistics.median(rest), 3),
+      f"{special}_steps": len(hit),
+      f"{other}_steps": len(rest),
     }
+
+  def refresh_reuse_ms(self, period: int) -> dict[str, float]:
+    return self.split_ms(lambda c: c % period == 0, "refresh", "reuse")
 
 
 def time_interleaved(
-  runners: dict[str, StepRunner], steps: int, rounds: int
+  runners: dict[str, StepRunner],
+  steps: int,
+  rounds: int,
+  log: Callable[[str], None] = log,
+  summary: str = "median",
 ) -> dict[str, Timings]:
+  """``rounds`` rounds of ``steps`` steps (whole windows) per variant,
+  logging each round's ``summary`` (``'median'`` or ``'mean'``) step."""
+  reduce = {"median": statistics.median, "mean": statistics.fmean}[summary]
   times = {name: Timings() for name in runners}
   for i in range(rounds):
     for name, runner in runners.items():
@@ -358,10 +372,10 @@ def time_interleaved(
     log(
       f"  round {i + 1}/{rounds}: "
       + ", ".join(
-        f"{n} {1e3 * statistics.median(s for _, s in t.rounds[-1]):.2f}"
+        f"{n} {1e3 * reduce(s for _, s in t.rounds[-1]):.2f}"
         for n, t in times.items()
       )
-      + " ms"
+      + (" ms" if summary == "median" else f" ms ({summary})")
     )
   return times
 

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import statistics
 import time
 from typing import Any
 from collections.abc import Sequence
@@ -122,36 +121,11 @@ RATIOS = (
 log = common.make_log("safe_cost")
 
 
-def time_interleaved(
-  runners: dict[str, fc.StepRunner], steps: int, rounds: int
-) -> dict[str, fc.Timings]:
-  """``rounds`` rounds of ``steps`` steps (whole dual periods) per variant."""
-  times = {name: fc.Timings() for name in runners}
-  for i in range(rounds):
-    for name, runner in runners.items():
-      times[name].rounds.append(runner.run(runner.steps_for(steps)))
-    log(
-      f"  round {i + 1}/{rounds}: "
-      + ", ".join(
-        f"{n} {1e3 * statistics.fmean(s for _, s in t.rounds[-1]):.2f}"
-        for n, t in times.items()
-      )
-      + " ms (mean)"
-    )
-  return times
-
-
 def projection_split_ms(times: fc.Timings, period: int) -> dict[str, Any]:
   """Median of the steps that project (count + 1 divisible by the period)
   and of the others."""
-  proj = [s for r in times.rounds for c, s in r if (c + 1) % period == 0]
-  plain = [s for r in times.rounds for c, s in r if (c + 1) % period != 0]
-  return {
-    "projection_median": round(1e3 * statistics.median(proj), 3),
-    "plain_median": round(1e3 * statistics.median(plain), 3),
-    "projection_steps": len(proj),
-    "plain_steps": len(plain),
-  }
+  return times.split_ms(lambda c: (c + 1) % period == 0, "projection",
+                        "plain")
 
 
 def bench_workload(
@@ -179,7 +153,8 @@ def bench_workload(
     f"  compiled and warmed up {len(runners)} variants in "
     f"{time.perf_counter() - t0:.1f}s; timing {rounds} rounds"
   )
-  times = time_interleaved(runners, steps, rounds)
+  times = fc.time_interleaved(runners, steps, rounds, log=log,
+                              summary="mean")
   cache_sizes = {name: common.cache_size(r.step) for name, r in runners.items()}
   ratios = {
     name: fc.ratio(times, num, den)
