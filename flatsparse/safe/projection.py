@@ -148,7 +148,7 @@ class Projection:
     """Params-like pytree of ones (stored shapes), ``None`` where unused."""
     if self.importance == "magnitude":
       return None
-    return self._map_prunable(
+    return self.map_prunable(
         lambda path, w: jnp.ones(
             importance_shape(w.shape, self.importance, self.input_axis),
             jnp.float32), params)
@@ -168,7 +168,7 @@ class Projection:
       raise ValueError(
           f"Importance for {path!r} has shape {value.shape}; expected {want} "
           f"(or {_prod(want)} entries) for a kernel of shape {w.shape}.")
-    return self._map_prunable(fix, params)
+    return self.map_prunable(fix, params)
 
   # Projection ----------------------------------------------------------------
 
@@ -181,7 +181,7 @@ class Projection:
       s = jnp.abs(v.astype(jnp.float32))
       p = flat_p.get(path)
       return s if p is None else s * jnp.sqrt(jnp.maximum(p, 0.0))
-    return self._map_prunable(score, tree)
+    return self.map_prunable(score, tree)
 
   def masks(self, tree: Any, importance: Any = None) -> Any:
     """Boolean masks like ``tree`` (``None`` on non-prunable leaves)."""
@@ -204,7 +204,7 @@ class Projection:
       else:
         chosen = [_row_mask(s, sparsities[p]) for p, s in zip(paths, leaves)]
     by_path = dict(zip(paths, chosen))
-    return self._map_prunable(lambda path, _: by_path[path], tree)
+    return self.map_prunable(lambda path, _: by_path[path], tree)
 
   def project(self, tree: Any, importance: Any = None) -> tuple[Any, Any]:
     """``(Proj(tree), masks)``; non-prunable leaves pass through unchanged."""
@@ -214,11 +214,17 @@ class Projection:
         masks, tree, is_leaf=lambda x: x is None)
     return projected, masks
 
-  def _map_prunable(self, fn: Callable[[str, Any], Any], tree: Any) -> Any:
+  def map_prunable(self, fn: Callable[[str, Any], Any], tree: Any) -> Any:
+    """``fn(path, leaf)`` on the prunable leaves of ``tree``, ``None``
+    elsewhere (the masks convention)."""
     def visit(path, leaf):
       name = distributions.path_str(path)
       return fn(name, leaf) if self.is_prunable(name, leaf) else None
     return jax.tree_util.tree_map_with_path(visit, tree)
+
+  def only_prunable(self, tree: Any) -> Any:
+    """``tree`` with ``None`` on the leaves the projection does not act on."""
+    return self.map_prunable(lambda path, leaf: leaf, tree)
 
 
 def _row_mask(scores: jax.Array, sparsity: Any) -> jax.Array:

@@ -144,7 +144,7 @@ def update_importance(projection: Projection, stored: Any, params: Any,
   if kind == "magnitude":
     return stored
   if kind == "gradient" and not projecting:
-    squared = projection._map_prunable(  # pylint: disable=protected-access
+    squared = projection.map_prunable(
         lambda path, g: jnp.square(g.astype(jnp.float32)), grads)
     return _ema(stored, squared, decay)
   if kind == "custom" and not projecting:
@@ -174,7 +174,7 @@ def update_importance(projection: Projection, stored: Any, params: Any,
       raise ValueError("importance='hessian' needs the extra argument "
                        "value_fn (params -> loss).")
     diag = curvature.hutchinson_diagonal(value_fn, params, key)
-    absolute = projection._map_prunable(  # pylint: disable=protected-access
+    absolute = projection.map_prunable(
         lambda path, d: jnp.abs(d.astype(jnp.float32)), diag)
     return _ema(stored, absolute, decay)
   return stored
@@ -210,11 +210,8 @@ def safe(base: optax.GradientTransformation, projection: Projection, *,
 
   def init_fn(params):
     projection.check(params)
-    z, _ = projection.project(params)
-    u = jax.tree.map(lambda v: None if v is None else jnp.zeros_like(v), z,
-                     is_leaf=lambda x: x is None)
-    z = _only_prunable(projection, z)
-    u = _only_prunable(projection, u)
+    z = projection.only_prunable(projection.project(params)[0])
+    u = jax.tree.map(jnp.zeros_like, z)  # None leaves stay None
     return SafeState(count=jnp.zeros([], jnp.int32), z=z, u=u,
                      importance=projection.init_importance(params),
                      key=jax.random.PRNGKey(seed),
@@ -247,7 +244,7 @@ def safe(base: optax.GradientTransformation, projection: Projection, *,
           lambda w, u: None if u is None else w.astype(u.dtype) + u,
           new_params, state.u, is_leaf=lambda x: x is None)
       z, _ = projection.project(_fill(shifted, new_params), stored)
-      z = _only_prunable(projection, z)
+      z = projection.only_prunable(z)
       u = jax.tree.map(lambda s, z: None if z is None else s - z, shifted, z,
                        is_leaf=lambda x: x is None)
       return z, u, stored
@@ -271,15 +268,6 @@ def admm(base: optax.GradientTransformation, projection: Projection, *,
   return safe(base, projection, lam=lam, rho=0.0, dual_period=dual_period,
               penalty_schedule=penalty_schedule, total_steps=total_steps,
               importance_ema=importance_ema)
-
-
-def _only_prunable(projection: Projection, tree: Any) -> Any:
-  """``tree`` with ``None`` on the leaves the projection does not act on."""
-  def keep(path, leaf):
-    del path
-    return leaf
-  # _map_prunable maps prunable leaves and puts None elsewhere.
-  return projection._map_prunable(keep, tree)  # pylint: disable=protected-access
 
 
 def _fill(partial: Any, full: Any) -> Any:

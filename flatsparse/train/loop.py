@@ -223,8 +223,10 @@ def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False
   checkpoints.close()
   writer.close()
   if cfg["safe"]:
-    # Checkpoints hold w_T and the SAFE state; the projected model is derived.
-    state = finalize_safe(model, state, cfg["safe"], loader)
+    # Checkpoints hold w_T and the SAFE state; the projected model is derived
+    # (above at the last step, or here when the run resumed at its end).
+    state = eval_state if result else finalize_safe(model, state,
+                                                    cfg["safe"], loader)
   if not result:  # resumed at the end: evaluate what was restored.
     result = evaluate(eval_step, state,
                       loader.eval_batches(eval_batch_size), mesh)
