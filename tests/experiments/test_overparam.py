@@ -50,6 +50,20 @@ def test_sparse_runs_match_the_dense_budget():
       overparam.matching_sparsity(1000, 950, budget)
 
 
+@pytest.mark.parametrize("variant", ["", "label_noise", "resnet", "tiny"])
+def test_every_digits_variant_plans(variant):
+  study = overparam_digits.get_config(variant)
+  runs = overparam.plan(study)
+  dense = [r for r in runs if r["family"] == "dense"]
+  assert len(dense) == 2 * len(study.seeds) * len(study.widths)
+  counts = sorted({(r["width"], r["params_total"]) for r in dense})
+  assert [w for w, _ in counts] == sorted(study.widths)
+  assert all(a[1] < b[1] for a, b in zip(counts, counts[1:]))
+  if variant == "resnet":  # CIFAR ResNet-18 at stem width w
+    assert {r["config"].model.to_dict()["name"] for r in runs} == {"resnet18"}
+    assert dict(counts)[32] == 2_797_034
+
+
 def test_tiny_digits_study_from_the_command_line(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "experiments.overparam",
