@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.sparsity_overhead
 	$(PY) -m benchmarks.train_throughput
 	$(PY) -m benchmarks.flatness_cost
+	$(PY) -m benchmarks.safe_cost
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

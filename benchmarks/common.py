@@ -1,18 +1,21 @@
-"""Pieces shared by the benchmark scripts: device info, loss, jit cache size."""
+"""Pieces shared by the benchmark scripts: workloads, command-line settings,
+device info, loss, jit cache size."""
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import dataclasses
 import datetime
 import json
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 
 from flatsparse import models
@@ -40,12 +43,125 @@ WORKLOADS: dict[str, Callable[[], Workload]] = {
     models.ViTS16(num_classes=NUM_CLASSES, patch_size=4),
     (32, 32, 3),
   ),
+  # Seconds to compile: what the smoke tests run (tests/benchmarks/), so a
+  # script broken on CPU is caught before it costs device time.
+  "mlp_tiny": lambda: Workload(
+    "mlp_tiny", models.MLP(hidden=(32,), num_classes=NUM_CLASSES), (64,)
+  ),
+  "resnet_tiny": lambda: Workload(
+    "resnet_tiny",
+    models.CifarResNet(
+      num_classes=NUM_CLASSES, stage_sizes=(1, 1), widths=(4, 8)
+    ),
+    (8, 8, 3),
+  ),
 }
+SMOKE_WORKLOADS = ("mlp_tiny", "resnet_tiny")
 
 
 def workloads(*names: str) -> dict[str, Callable[[], Workload]]:
-  """The subset of ``WORKLOADS`` a script benchmarks."""
-  return {name: WORKLOADS[name] for name in names}
+  """The ``WORKLOADS`` a script benchmarks, plus the smoke-test ones."""
+  return {name: WORKLOADS[name] for name in (*names, *SMOKE_WORKLOADS)}
+
+
+def make_batch(
+  workload: Workload, batch_size: int, seed: int = 0
+) -> tuple[jax.Array, jax.Array]:
+  """Fixed synthetic inputs and labels."""
+  kx, ky = jax.random.split(jax.random.PRNGKey(seed))
+  x = jax.random.normal(kx, (batch_size, *workload.input_shape), jnp.float32)
+  y = jax.random.randint(ky, (batch_size,), 0, NUM_CLASSES)
+  return x, y
+
+
+@dataclasses.dataclass(frozen=True)
+class Defaults:
+  """A script's default settings on one kind of platform."""
+
+  workloads: str  # Comma-separated names.
+  batch_size: int
+  steps: int  # Timed steps per variant per round.
+  rounds: int
+
+
+def add_run_args(
+  parser: argparse.ArgumentParser,
+  allowed: Sequence[str],
+  cpu: Defaults,
+  accelerator: Defaults,
+  batch_note: str = "",
+  steps_note: str = "",
+) -> None:
+  """``--workloads --batch-size --steps --rounds --json-out``, whose
+  defaults depend on the platform (resolved by :func:`run_settings`)."""
+
+  def default(field: str) -> str:
+    return (
+      f"Default {getattr(cpu, field)} on CPU, {getattr(accelerator, field)} "
+      "on an accelerator"
+    )
+
+  parser.add_argument(
+    "--workloads",
+    default=None,
+    help=f"Comma-separated subset of: {','.join(allowed)}. "
+    f"{default('workloads')}.",
+  )
+  parser.add_argument(
+    "--batch-size", type=int, default=None,
+    help=f"{default('batch_size')}.{batch_note}",
+  )
+  parser.add_argument(
+    "--steps", type=int, default=None,
+    help=f"Timed steps per variant per round{steps_note}. "
+    f"{default('steps')}.",
+  )
+  parser.add_argument(
+    "--rounds", type=int, default=None,
+    help=f"Interleaved rounds. {default('rounds')}.",
+  )
+  parser.add_argument(
+    "--json-out", default=None, help="Also write the JSON object to this path."
+  )
+
+
+def parse_names(text: str, allowed: Sequence[str], what: str) -> list[str]:
+  """Comma-separated names, each one of ``allowed`` (SystemExit otherwise)."""
+  names = [n for n in text.split(",") if n]
+  unknown = sorted(set(names) - set(allowed))
+  if unknown or not names:
+    raise SystemExit(
+      f"Unknown or no {what} {unknown or text!r}; allowed: "
+      f"{', '.join(allowed)}."
+    )
+  return names
+
+
+def run_settings(
+  args: argparse.Namespace,
+  allowed: Sequence[str],
+  cpu: Defaults,
+  accelerator: Defaults,
+) -> tuple[list[str], int, int, int]:
+  """``(workloads, batch_size, steps, rounds)``: the flags, else the
+  defaults of the platform jax runs on; validated."""
+  on_cpu = jax.devices()[0].platform == "cpu"
+  defaults = cpu if on_cpu else accelerator
+  given = {
+    f.name: getattr(args, f.name)
+    for f in dataclasses.fields(Defaults)
+  }
+  chosen = dataclasses.replace(
+    defaults, **{k: v for k, v in given.items() if v is not None}
+  )
+  names = parse_names(chosen.workloads, allowed, "workloads")
+  counts = (chosen.batch_size, chosen.steps, chosen.rounds)
+  if min(counts) < 1:
+    raise SystemExit(
+      "--batch-size, --steps and --rounds must be >= 1, got "
+      f"{', '.join(map(str, counts))}."
+    )
+  return names, *counts
 
 
 def emit_json(result: dict[str, Any], path: str | None) -> None:

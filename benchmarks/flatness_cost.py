@@ -115,9 +115,8 @@ SOPHIA_INTERVAL = 10  # optax.contrib.sophia's default update_interval.
 SAM_TARGET_PERCENT = 2.0
 SASSHA_TARGET_RATIO = 2.2
 WARMUP_STEPS = 3
-# Defaults per platform: (workloads, batch size, steps per round, rounds).
-CPU_DEFAULTS = ("mlp", 256, 20, 15)
-ACCELERATOR_DEFAULTS = ("mlp,resnet18", 256, 20, 10)
+CPU_DEFAULTS = common.Defaults("mlp", 256, 20, 15)
+ACCELERATOR_DEFAULTS = common.Defaults("mlp,resnet18", 256, 20, 10)
 
 
 # ---- workloads ----------------------------------------------------------------
@@ -125,14 +124,6 @@ ACCELERATOR_DEFAULTS = ("mlp,resnet18", 256, 20, 10)
 
 Workload = common.Workload
 WORKLOADS = common.workloads("mlp", "resnet18")
-
-
-def make_batch(workload: Workload, batch_size: int) -> Batch:
-  """Fixed synthetic inputs and labels."""
-  kx, ky = jax.random.split(jax.random.PRNGKey(SEED))
-  x = jax.random.normal(kx, (batch_size, *workload.input_shape), jnp.float32)
-  y = jax.random.randint(ky, (batch_size,), 0, NUM_CLASSES)
-  return x, y
 
 
 def init_variables(workload: Workload, x: jax.Array) -> tuple[PyTree, PyTree]:
@@ -428,7 +419,7 @@ def bench_workload(
 ) -> dict[str, Any]:
   start = time.perf_counter()
   log(f"workload {workload.name}, batch {batch_size}")
-  batch = make_batch(workload, batch_size)
+  batch = common.make_batch(workload, batch_size)
   params, batch_stats = init_variables(workload, batch[0])
   runners = {
     name: StepRunner(v, workload.model, params, batch_stats, batch)
@@ -495,11 +486,14 @@ def bench_workload(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument(
-    "--workloads",
-    default=None,
-    help="Comma-separated subset of: " + ",".join(WORKLOADS) + ". Default: "
-    f"{CPU_DEFAULTS[0]} on CPU, {ACCELERATOR_DEFAULTS[0]} on an accelerator.",
+  common.add_run_args(
+    parser,
+    WORKLOADS,
+    CPU_DEFAULTS,
+    ACCELERATOR_DEFAULTS,
+    batch_note=" ResNet-18 on CPU: pass a small one, e.g. 16.",
+    steps_note=" (sassha and sophia_optax: rounded up to whole 10-step "
+    "windows)",
   )
   parser.add_argument(
     "--variants",
@@ -507,28 +501,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     help="Comma-separated subset of: " + ",".join(VARIANTS) + " (ratios "
     "whose two variants both ran are reported). ResNet-18 on CPU: leave out "
     "sassha and sophia_optax (see the module docstring).",
-  )
-  parser.add_argument(
-    "--batch-size",
-    type=int,
-    default=None,
-    help=f"Default {CPU_DEFAULTS[1]} (ResNet-18 on CPU: pass a small one, "
-    "e.g. 16).",
-  )
-  parser.add_argument(
-    "--steps",
-    type=int,
-    default=None,
-    help="Timed steps per variant per round (sassha and sophia_optax: "
-    "rounded up to whole 10-step windows). Default "
-    f"{CPU_DEFAULTS[2]} on CPU, {ACCELERATOR_DEFAULTS[2]} on an accelerator.",
-  )
-  parser.add_argument(
-    "--rounds",
-    type=int,
-    default=None,
-    help=f"Interleaved rounds. Default {CPU_DEFAULTS[3]} on CPU, "
-    f"{ACCELERATOR_DEFAULTS[3]} on an accelerator.",
   )
   parser.add_argument(
     "--malloc-no-mmap",
@@ -542,9 +514,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     action="store_true",
     help="Skip XLA's cost and memory analysis of the compiled steps.",
   )
-  parser.add_argument(
-    "--json-out", default=None, help="Also write the JSON object to this path."
-  )
   return parser.parse_args(argv)
 
 
@@ -552,28 +521,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
   no_mmap = args.malloc_no_mmap and common.disable_malloc_mmap()
   start = time.perf_counter()
-  on_cpu = jax.devices()[0].platform == "cpu"
-  defaults = CPU_DEFAULTS if on_cpu else ACCELERATOR_DEFAULTS
-  workloads, batch_size, steps, rounds = (
-    given if given is not None else default
-    for given, default in zip(
-      (args.workloads, args.batch_size, args.steps, args.rounds), defaults
-    )
+  names, batch_size, steps, rounds = common.run_settings(
+    args, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS
   )
-  names = [n for n in workloads.split(",") if n]
-  unknown = set(names) - set(WORKLOADS)
-  if unknown:
-    raise SystemExit(
-      f"Unknown workloads {sorted(unknown)}; allowed: {', '.join(WORKLOADS)}."
-    )
-  variants = [n for n in args.variants.split(",") if n]
-  unknown = set(variants) - set(VARIANTS)
-  if unknown or not variants:
-    raise SystemExit(
-      f"Unknown variants {sorted(unknown)}; allowed: {', '.join(VARIANTS)}."
-    )
-  if min(batch_size, steps, rounds) < 1:
-    raise SystemExit("--batch-size, --steps and --rounds must be >= 1.")
+  variants = common.parse_names(args.variants, VARIANTS, "variants")
   result: dict[str, Any] = {
     "benchmark": "flatness_cost",
     "device": common.device_info(),

@@ -76,9 +76,8 @@ LAM = 1e-3
 DUAL_PERIOD = 32
 SPARSITY = 0.9
 TOTAL_STEPS = 10_000  # of SAFE's cosine penalty ramp (no effect on cost)
-# Defaults per platform: (workloads, batch size, steps per round, rounds).
-CPU_DEFAULTS = ("mlp", 256, 32, 15)
-ACCELERATOR_DEFAULTS = ("mlp,resnet18,vit_s", 256, 64, 10)
+CPU_DEFAULTS = common.Defaults("mlp", 256, 32, 15)
+ACCELERATOR_DEFAULTS = common.Defaults("mlp,resnet18,vit_s", 256, 64, 10)
 WORKLOADS = common.workloads("mlp", "resnet18", "vit_s")
 
 
@@ -137,7 +136,7 @@ def bench_workload(
 ) -> dict[str, Any]:
   start = time.perf_counter()
   log(f"workload {workload.name}, batch {batch_size}")
-  batch = fc.make_batch(workload, batch_size)
+  batch = common.make_batch(workload, batch_size)
   params, batch_stats = fc.init_variables(workload, batch[0])
   runners = {
     name: fc.StepRunner(v, workload.model, params, batch_stats, batch)
@@ -182,40 +181,19 @@ def bench_workload(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument(
-    "--workloads",
-    default=None,
-    help="Comma-separated subset of: " + ",".join(WORKLOADS) + ". Default: "
-    f"{CPU_DEFAULTS[0]} on CPU, {ACCELERATOR_DEFAULTS[0]} on an accelerator.",
+  common.add_run_args(
+    parser,
+    WORKLOADS,
+    CPU_DEFAULTS,
+    ACCELERATOR_DEFAULTS,
+    batch_note=" ResNet-18 on CPU: pass a small one.",
+    steps_note=f" (admm and safe: rounded up to whole {DUAL_PERIOD}-step "
+    "dual periods)",
   )
   parser.add_argument(
     "--variants",
     default=",".join(VARIANTS),
     help="Comma-separated subset of: " + ",".join(VARIANTS) + ".",
-  )
-  parser.add_argument(
-    "--batch-size",
-    type=int,
-    default=None,
-    help=f"Default {CPU_DEFAULTS[1]} (ResNet-18 on CPU: pass a small one).",
-  )
-  parser.add_argument(
-    "--steps",
-    type=int,
-    default=None,
-    help=f"Timed steps per variant per round, rounded up to whole "
-    f"{DUAL_PERIOD}-step dual periods for admm and safe. Default "
-    f"{CPU_DEFAULTS[2]} on CPU, {ACCELERATOR_DEFAULTS[2]} on an accelerator.",
-  )
-  parser.add_argument(
-    "--rounds",
-    type=int,
-    default=None,
-    help=f"Interleaved rounds. Default {CPU_DEFAULTS[3]} on CPU, "
-    f"{ACCELERATOR_DEFAULTS[3]} on an accelerator.",
-  )
-  parser.add_argument(
-    "--json-out", default=None, help="Also write the JSON object to this path."
   )
   return parser.parse_args(argv)
 
@@ -223,31 +201,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
   start = time.perf_counter()
-  on_cpu = jax.devices()[0].platform == "cpu"
-  defaults = CPU_DEFAULTS if on_cpu else ACCELERATOR_DEFAULTS
-  workloads, batch_size, steps, rounds = (
-    given if given is not None else default
-    for given, default in zip(
-      (args.workloads, args.batch_size, args.steps, args.rounds), defaults
-    )
+  names, batch_size, steps, rounds = common.run_settings(
+    args, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS
   )
-  names = [n for n in workloads.split(",") if n]
-  unknown = set(names) - set(WORKLOADS)
-  if unknown or not names:
-    raise SystemExit(
-      f"Unknown workloads {sorted(unknown)}; allowed: {', '.join(WORKLOADS)}."
-    )
-  variants = [n for n in args.variants.split(",") if n]
-  unknown = set(variants) - set(VARIANTS)
-  if unknown or not variants:
-    raise SystemExit(
-      f"Unknown variants {sorted(unknown)}; allowed: {', '.join(VARIANTS)}."
-    )
-  if min(batch_size, steps, rounds) < 1:
-    raise SystemExit(
-      f"--batch-size, --steps and --rounds must be >= 1, got {batch_size}, "
-      f"{steps}, {rounds}."
-    )
+  variants = common.parse_names(args.variants, VARIANTS, "variants")
   result: dict[str, Any] = {
     "benchmark": "safe_cost",
     "device": common.device_info(),

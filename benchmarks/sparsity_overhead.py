@@ -77,13 +77,14 @@ Batch = tuple[jax.Array, jax.Array]
 State = tuple[PyTree, PyTree, PyTree]  # (params, opt_state, batch_stats)
 
 SPARSITY = 0.9
-BATCH_SIZE = 256
 NUM_CLASSES = common.NUM_CLASSES
 WARMUP_STEPS = 3
 GRADUAL_WINDOW = 100
 GRADUAL_FREQ = 10
 NEVER = 10**9  # A schedule start step that timing never reaches.
 LEAF_SHAPE = (1024, 1024)
+CPU_DEFAULTS = common.Defaults("mlp", 256, 20, 7)
+ACCELERATOR_DEFAULTS = common.Defaults("mlp,resnet18", 256, 20, 7)
 
 
 # ---- workloads ----------------------------------------------------------------
@@ -91,14 +92,6 @@ LEAF_SHAPE = (1024, 1024)
 
 Workload = common.Workload
 WORKLOADS = common.workloads("mlp", "resnet18")
-
-
-def make_batch(workload: Workload, seed: int = 0) -> Batch:
-  """Fixed synthetic inputs and labels."""
-  kx, ky = jax.random.split(jax.random.PRNGKey(seed))
-  x = jax.random.normal(kx, (BATCH_SIZE, *workload.input_shape), jnp.float32)
-  y = jax.random.randint(ky, (BATCH_SIZE,), 0, NUM_CLASSES)
-  return x, y
 
 
 def init_variables(
@@ -379,12 +372,12 @@ def ratios(
 
 
 def bench_workload(
-  workload: Workload, steps: int, rounds: int, mask_reps: int
+  workload: Workload, batch_size: int, steps: int, rounds: int, mask_reps: int
 ) -> dict[str, Any]:
   """Times every variant of one workload; returns its JSON section."""
   start = time.perf_counter()
   log(f"workload {workload.name}")
-  batch = make_batch(workload)
+  batch = common.make_batch(workload, batch_size)
   params, batch_stats = init_variables(workload, batch)
   runners = make_runners(workload, params, batch_stats, batch)
   reps = {
@@ -456,19 +449,7 @@ def bench_leaf(rounds: int, reps: int) -> dict[str, float]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument(
-    "--workloads",
-    default=None,
-    help="Comma-separated subset of: "
-    + ",".join(WORKLOADS)
-    + ". Default: mlp on CPU, mlp,resnet18 on an accelerator.",
-  )
-  parser.add_argument(
-    "--steps", type=int, default=20, help="Timed steps per variant per round."
-  )
-  parser.add_argument(
-    "--rounds", type=int, default=7, help="Interleaved rounds."
-  )
+  common.add_run_args(parser, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS)
   parser.add_argument(
     "--mask-reps",
     type=int,
@@ -481,9 +462,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     help="CPU/glibc: never mmap large blocks (see common.disable_malloc_mmap); "
     "shows the overhead without per-step page faults.",
   )
-  parser.add_argument(
-    "--json-out", default=None, help="Also write the JSON object to this path."
-  )
   return parser.parse_args(argv)
 
 
@@ -491,35 +469,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
   no_mmap = args.malloc_no_mmap and common.disable_malloc_mmap()
   start = time.perf_counter()
-  on_cpu = jax.devices()[0].platform == "cpu"
-  names = (args.workloads or ("mlp" if on_cpu else "mlp,resnet18")).split(",")
-  unknown = set(names) - set(WORKLOADS)
-  if unknown:
-    raise SystemExit(
-      f"Unknown workloads {sorted(unknown)}; allowed: {', '.join(WORKLOADS)}."
-    )
+  names, batch_size, steps, rounds = common.run_settings(
+    args, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS
+  )
+  if args.mask_reps < 1:
+    raise SystemExit(f"--mask-reps must be >= 1, got {args.mask_reps}.")
   result: dict[str, Any] = {
     "benchmark": "sparsity_overhead",
     "device": common.device_info(),
     "config": {
-      "steps": args.steps,
-      "rounds": args.rounds,
+      "steps": steps,
+      "rounds": rounds,
       "mask_reps": args.mask_reps,
       "warmup": WARMUP_STEPS,
       "malloc_no_mmap": no_mmap,
-      "batch_size": BATCH_SIZE,
+      "batch_size": batch_size,
       "sparsity": SPARSITY,
       "optimizer": "sgd(0.1, momentum=0.9)",
       "gradual": f"Polynomial(update_freq={GRADUAL_FREQ}, "
       f"0 -> {GRADUAL_WINDOW}), {GRADUAL_WINDOW}-step "
       "window per round",
     },
-    "leaf_1024x1024": bench_leaf(args.rounds, args.mask_reps),
+    "leaf_1024x1024": bench_leaf(rounds, args.mask_reps),
     "workloads": {},
   }
   for name in names:
     result["workloads"][name] = bench_workload(
-      WORKLOADS[name](), args.steps, args.rounds, args.mask_reps
+      WORKLOADS[name](), batch_size, steps, rounds, args.mask_reps
     )
   result["wall_s"] = round(time.perf_counter() - start, 1)
   common.emit_json(result, args.json_out)

@@ -72,9 +72,8 @@ PyTree = Any
 NUM_CLASSES = common.NUM_CLASSES
 TARGET_PERCENT = 3.0
 SEED = 0
-# Defaults per platform: (batch size, steps per round, rounds).
-CPU_DEFAULTS = (32, 4, 5)
-ACCELERATOR_DEFAULTS = (256, 20, 7)
+CPU_DEFAULTS = common.Defaults("resnet18,vit_s", 32, 4, 5)
+ACCELERATOR_DEFAULTS = common.Defaults("resnet18,vit_s", 256, 20, 7)
 
 
 # ---- workloads ----------------------------------------------------------------
@@ -86,16 +85,6 @@ WORKLOADS = common.workloads("resnet18", "vit_s")
 
 def make_tx() -> optax.GradientTransformation:
   return optax.sgd(0.1, momentum=0.9)
-
-
-def make_batch(
-  workload: Workload, batch_size: int, seed: int = SEED
-) -> tuple[jax.Array, jax.Array]:
-  """Fixed synthetic images and labels."""
-  kx, ky = jax.random.split(jax.random.PRNGKey(seed))
-  x = jax.random.normal(kx, (batch_size, *workload.input_shape), jnp.float32)
-  y = jax.random.randint(ky, (batch_size,), 0, NUM_CLASSES)
-  return x, y
 
 
 # ---- the two steps ------------------------------------------------------------
@@ -203,7 +192,7 @@ def bench_workload(
   start = time.perf_counter()
   log(f"workload {workload.name}, batch {batch_size}")
   tx = make_tx()
-  x, y = make_batch(workload, batch_size)
+  x, y = common.make_batch(workload, batch_size)
   state = jax.jit(lambda x: create_train_state(workload.model, tx, x, SEED))(
     x[:1]
   )
@@ -273,37 +262,9 @@ def bench_workload(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument(
-    "--workloads",
-    default=",".join(WORKLOADS),
-    help="Comma-separated subset of: " + ",".join(WORKLOADS) + ".",
-  )
-  parser.add_argument(
-    "--batch-size",
-    type=int,
-    default=None,
-    help=f"Default {CPU_DEFAULTS[0]} on CPU, "
-    f"{ACCELERATOR_DEFAULTS[0]} on an accelerator.",
-  )
-  parser.add_argument(
-    "--steps",
-    type=int,
-    default=None,
-    help="Timed steps per variant per round. Default "
-    f"{CPU_DEFAULTS[1]} on CPU, {ACCELERATOR_DEFAULTS[1]} on an accelerator.",
-  )
-  parser.add_argument(
-    "--rounds",
-    type=int,
-    default=None,
-    help=f"Interleaved rounds. Default {CPU_DEFAULTS[2]} on CPU, "
-    f"{ACCELERATOR_DEFAULTS[2]} on an accelerator.",
-  )
+  common.add_run_args(parser, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS)
   parser.add_argument(
     "--warmup", type=int, default=2, help="Untimed steps per variant (>= 1)."
-  )
-  parser.add_argument(
-    "--json-out", default=None, help="Also write the JSON object to this path."
   )
   return parser.parse_args(argv)
 
@@ -311,22 +272,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
   start = time.perf_counter()
-  on_cpu = jax.devices()[0].platform == "cpu"
-  defaults = CPU_DEFAULTS if on_cpu else ACCELERATOR_DEFAULTS
-  batch_size, steps, rounds = (
-    given if given is not None else default
-    for given, default in zip(
-      (args.batch_size, args.steps, args.rounds), defaults
-    )
+  names, batch_size, steps, rounds = common.run_settings(
+    args, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS
   )
-  names = [n for n in args.workloads.split(",") if n]
-  unknown = set(names) - set(WORKLOADS)
-  if unknown:
-    raise SystemExit(
-      f"Unknown workloads {sorted(unknown)}; allowed: {', '.join(WORKLOADS)}."
-    )
-  if min(batch_size, steps, rounds, args.warmup) < 1:
-    raise SystemExit("--batch-size, --steps, --rounds, --warmup must be >= 1.")
+  if args.warmup < 1:
+    raise SystemExit(f"--warmup must be >= 1, got {args.warmup}.")
   result: dict[str, Any] = {
     "benchmark": "train_throughput",
     "device": common.device_info(),
