@@ -24,7 +24,8 @@ Host-scheduled mask updates: on GPUs, XLA's conditional reads its predicate on
 the host every step. A training loop that knows the step on the host can pass
 ``mask_update=bool(updater.is_update_step(t))`` as an extra argument (a static
 argument of its jitted step): two compiled steps, no conditional in either. The
-counter still ticks, and results equal the ``lax.cond`` path.
+counter still ticks, and results equal the ``lax.cond`` path. ``flatsparse.train``
+does this by default off the CPU (``config.host_mask_schedule``).
 
 References:
   Lee et al., "JaxPruner: A concise library for sparsity research", CPAL 2024.

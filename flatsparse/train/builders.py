@@ -19,6 +19,9 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from flatsparse import flatness
@@ -165,3 +168,17 @@ def build_optimizer(config: Mapping[str, Any], total_steps: int,
   if sparsity_config:
     tx = sparsity.create_updater_from_config(sparsity_config).wrap(tx)
   return tx
+
+
+def host_mask_schedule(sparsity_config: Mapping[str, Any] | None,
+                       total_steps: int) -> np.ndarray | None:
+  """``flags[t]``: whether the wrapper of ``sparsity_config`` updates its
+  masks at its step ``t`` (0-based), for ``t < total_steps``; None without
+  sparsity. Computed once on the device (any schedule, AC/DC included), so
+  a loop can pass ``mask_update=bool(flags[t])`` with no per-step sync."""
+  if not sparsity_config:
+    return None
+  updater = sparsity.create_updater_from_config(sparsity_config)
+  steps = jnp.arange(total_steps, dtype=jnp.int32)
+  flags = jax.jit(jax.vmap(updater.is_update_step))(steps)
+  return np.asarray(jnp.broadcast_to(flags, steps.shape), bool)

@@ -22,6 +22,7 @@ import numpy as np
 
 from flatsparse import data
 from flatsparse import safe as safe_lib
+from flatsparse import sparsity
 from flatsparse.train import batch_norm
 from flatsparse.train import builders
 from flatsparse.train import checkpoint as checkpoint_lib
@@ -38,6 +39,10 @@ OPTIONAL_KEYS = {
     "accum_steps": 1, "log_every": 100,
     "eval_every": 1000, "checkpoint_every": 1000, "keep_checkpoints": 2,
     "data_parallel": True, "eval_batch_size": 500,
+    # Sparsity wrappers: decide mask updates on the host (two compiled steps,
+    # no lax.cond, whose predicate XLA:GPU reads back every step). None: on
+    # when jax's default backend is not the CPU.
+    "host_mask_schedule": None,
 }
 
 
@@ -59,7 +64,26 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg[key], int) or cfg[key] < 1:
       raise ValueError(f"config.{key} must be a positive int, got "
                        f"{cfg[key]!r}.")
+  if cfg["host_mask_schedule"] not in (None, True, False):
+    raise ValueError("config.host_mask_schedule must be None (auto), True or "
+                     f"False, got {cfg['host_mask_schedule']!r}.")
   return cfg
+
+
+def _mask_update_flags(cfg: Mapping[str, Any], state: state_lib.TrainState,
+                       start: int) -> np.ndarray | None:
+  """Host-side mask-update flags per step (see OPTIONAL_KEYS), or None."""
+  enabled = cfg["host_mask_schedule"]
+  if enabled is None:
+    enabled = jax.default_backend() != "cpu"
+  if not (enabled and cfg["sparsity"]):
+    return None
+  count = int(sparsity.find_sparse_state(state.opt_state).count)
+  if count != start:  # flags[t] is for the wrapper's counter t
+    raise ValueError(f"The sparsity wrapper's step counter is {count} at "
+                     f"train step {start}; host-scheduled mask updates "
+                     "need them equal (set config.host_mask_schedule=False).")
+  return builders.host_mask_schedule(cfg["sparsity"], cfg["steps"])
 
 
 def _mesh(enabled: bool, batch_size: int) -> jax.sharding.Mesh | None:
@@ -181,14 +205,17 @@ def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False
   sub_batches = int(dict(cfg["flatness"] or {}).get("sub_batches") or 1)
   train_step = jax.jit(step_lib.make_train_step(
       model, tx, accum_steps=cfg["accum_steps"], sub_batches=sub_batches),
-                       donate_argnums=0)
+                       donate_argnums=0, static_argnames="mask_update")
+  mask_updates = _mask_update_flags(cfg, state, start)
   eval_step = jax.jit(step_lib.make_eval_step(model))
   first_bad = jnp.int32(-1)  # first step with a non-finite loss, on device
   progress = metrics_lib.Progress(cfg["steps"])
   batches = loader.train_batches(seed=cfg["seed"], start_step=start)
   result: dict[str, float] = {}
   for step in range(start + 1, cfg["steps"] + 1):
-    state, metrics = train_step(state, _place(next(batches), mesh))
+    options = ({} if mask_updates is None else
+               {"mask_update": bool(mask_updates[step - 1])})
+    state, metrics = train_step(state, _place(next(batches), mesh), **options)
     first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(metrics["loss"]),
                           step, first_bad)
     last = step == cfg["steps"]

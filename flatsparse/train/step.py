@@ -70,7 +70,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       ``flatsparse.flatness.sam(sub_batches=m)``.
 
   Returns:
-    The step function. Metrics: ``loss``, ``accuracy``, ``grad_norm``.
+    The step function ``step(state, batch, mask_update=None)``. Metrics:
+    ``loss``, ``accuracy``, ``grad_norm``. A Python bool ``mask_update`` is
+    passed on to a sparsity wrapper as its host-scheduled mask update (no
+    ``lax.cond`` in the compiled step); jit with
+    ``static_argnames='mask_update'``.
   """
   if not isinstance(accum_steps, int) or accum_steps < 1:
     raise ValueError(f"accum_steps must be an int >= 1, got {accum_steps!r}.")
@@ -110,7 +114,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     return (loss * scale, stats, logits.reshape(-1, logits.shape[-1]),
             jax.tree.map(lambda g: g * scale, grads))
 
-  def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+  def step(state: TrainState, batch: Batch, mask_update: bool | None = None
+           ) -> tuple[TrainState, dict]:
     images, labels = batch["image"], batch["label"]
     rng = jax.random.fold_in(state.rng, state.step)
     loss, new_stats, logits, grads = grads_of(state, images, labels, rng)
@@ -119,7 +124,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       # Same batch, rng and the pre-step statistics; the result is discarded.
       return loss_fn(params, state.batch_stats, images, labels, rng)[0]
 
-    extra = {}
+    extra = {} if mask_update is None else {"mask_update": mask_update}
     if sub_batches > 1:
       if images.shape[0] % sub_batches:
         raise ValueError(f"Batch size {images.shape[0]} is not divisible by "

@@ -107,6 +107,42 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, a.opt_state, b.opt_state)
 
 
+@pytest.mark.parametrize("variant", ["tiny", "rigl"])
+def test_host_scheduled_mask_updates_equal_the_cond_path(tmp_path, variant):
+  config = digits_mlp.get_config(variant)
+  if variant == "rigl":
+    config.model.hidden = (64,)
+    config.steps, config.sparsity.update_freq = 40, 7
+    config.eval_every = config.checkpoint_every = 40
+  runs = {}
+  for host in (False, True):
+    config.host_mask_schedule = host
+    loop.train_and_evaluate(config, str(tmp_path / str(host)))
+    runs[host] = _params_of(str(tmp_path / str(host)), config)
+  jax.tree.map(np.testing.assert_array_equal, runs[False].params,
+               runs[True].params)
+  jax.tree.map(np.testing.assert_array_equal, runs[False].opt_state,
+               runs[True].opt_state)
+
+
+@pytest.mark.parametrize("sparsity", [
+    dict(algorithm="magnitude", sparsity=0.9, schedule="polynomial",
+         update_freq=3, update_start_step=2, update_end_step=11),
+    dict(algorithm="static_sparse", sparsity=0.5),
+    dict(algorithm="acdc", sparsity=0.9, warmup_steps=2, sparse_steps=3,
+         dense_steps=2, final_sparse_step=12),
+], ids=["polynomial", "no_update", "acdc"])
+def test_host_mask_schedule_matches_the_traced_predicate(sparsity):
+  from flatsparse import sparsity as sparsity_lib
+  from flatsparse.train import builders
+  flags = builders.host_mask_schedule(sparsity, 16)
+  updater = sparsity_lib.create_updater_from_config(sparsity)
+  expected = [bool(updater.is_update_step(jax.numpy.int32(t)))
+              for t in range(16)]
+  assert flags.dtype == bool and flags.tolist() == expected
+  assert builders.host_mask_schedule(None, 16) is None
+
+
 def test_non_finite_loss_stops_with_the_step_and_keeps_last_good(tmp_path):
   config = digits_mlp.get_config("tiny")
   config.sparsity = None
@@ -128,6 +164,8 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_last_good(tmp_path):
      "Unknown optimizer 'rmsprop2'"),
     (lambda c: c.dataset.__setitem__("name", "imagenet_tiny"),
      "imagenet_tiny"),
+    (lambda c: c.__setitem__("host_mask_schedule", "yes"),
+     "host_mask_schedule must be None .auto., True or False, got 'yes'"),
 ])
 def test_config_schema_errors(tmp_path, change, msg):
   config = digits_mlp.get_config("tiny")
