@@ -51,7 +51,7 @@ WORKLOADS: dict[str, Callable[[], Workload]] = {
   "resnet_tiny": lambda: Workload(
     "resnet_tiny",
     models.CifarResNet(
-      num_classes=NUM_CLASSES, stage_sizes=(1, 1), widths=(4, 8)
+      num_classes=NUM_CLASSES, stage_sizes=(1,), widths=(4,)
     ),
     (8, 8, 3),
   ),
