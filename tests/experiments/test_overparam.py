@@ -11,6 +11,7 @@ import pytest
 
 from configs import overparam_cifar10
 from configs import overparam_digits
+from configs import overparam_fashion_mnist
 from experiments import overparam
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -62,6 +63,33 @@ def test_every_digits_variant_plans(variant):
   if variant == "resnet":  # CIFAR ResNet-18 at stem width w
     assert {r["config"].model.to_dict()["name"] for r in runs} == {"resnet18"}
     assert dict(counts)[32] == 2_797_034
+
+
+def test_tiny_fashion_mnist_study_on_written_idx_files(tmp_path):
+  # CI lacks the Debian package: the same loader reads files written here.
+  from flatsparse.data.idx import write_idx
+  rng = np.random.default_rng(0)
+  for prefix, n in (("train", 256), ("t10k", 64)):
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    # Class c lights rows 2c..2c+2 on noise: learnable in a few steps.
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+      images[i, 2 * c:2 * c + 3] = 255
+    write_idx(str(tmp_path / f"{prefix}-images-idx3-ubyte"), images)
+    write_idx(str(tmp_path / f"{prefix}-labels-idx1-ubyte"), labels)
+  study = overparam_fashion_mnist.get_config("tiny")
+  study.base.dataset.data_dir = str(tmp_path)
+  study.base.steps = study.base.eval_every = study.base.checkpoint_every = 40
+  overparam.run_study(study, str(tmp_path / "study"))
+  runs = json.loads((tmp_path / "study" / "results.json").read_text())["runs"]
+  assert {(r["width"], r["optimizer"]) for r in runs} == {
+      (8, "sgd"), (8, "sam")}
+  for run in runs:
+    assert run["params_total"] == _mlp_params(8, inputs=784)
+    assert run["test_accuracy"] > 0.3  # chance is 0.1
+    assert math.isfinite(run["top_eigenvalue"])
+  with pytest.raises(ValueError, match="Unknown variant 'huge'"):
+    overparam_fashion_mnist.get_config("huge")
 
 
 def test_tiny_digits_study_from_the_command_line(tmp_path):
