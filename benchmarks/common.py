@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import sys
+import time
 from typing import Any, Callable, Sequence
 
 import flax
@@ -164,13 +165,27 @@ def run_settings(
   return names, *counts
 
 
-def emit_json(result: dict[str, Any], path: str | None) -> None:
-  """Prints the result object (the script's only stdout) and saves it."""
+def no_recompilation(cache_sizes: dict[str, int | None]) -> bool:
+  """Every jitted step compiled once (None: jax lacks the cache API)."""
+  return all(c in (None, 1) for c in cache_sizes.values())
+
+
+def finish(
+  result: dict[str, Any], start: float, path: str | None
+) -> dict[str, Any]:
+  """Adds ``no_recompilation`` over all workloads and ``wall_s`` (since the
+  ``time.perf_counter()`` value ``start``), prints the result object (the
+  script's only stdout) and saves it to ``path``."""
+  result["no_recompilation"] = all(
+    w["no_recompilation"] for w in result["workloads"].values()
+  )
+  result["wall_s"] = round(time.perf_counter() - start, 1)
   text = json.dumps(result, indent=2)
   print(text)
   if path:
     with open(path, "w") as f:
       f.write(text + "\n")
+  return result
 
 
 def disable_malloc_mmap() -> bool:

@@ -474,7 +474,7 @@ def bench_workload(
     "first_step_loss": losses,
     "max_param_diff_from_sam_limit_after_one_step": diffs,
     "jit_cache_sizes": cache_sizes,
-    "no_recompilation": all(c in (None, 1) for c in cache_sizes.values()),
+    "no_recompilation": common.no_recompilation(cache_sizes),
     "compiled": compiled,
     "samples": {n: len(t.all()) for n, t in times.items()},
     "wall_s": round(time.perf_counter() - start, 1),
@@ -559,12 +559,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       rounds,
       not args.no_compiled_stats,
     )
-  result["no_recompilation"] = all(
-    w["no_recompilation"] for w in result["workloads"].values()
-  )
-  result["wall_s"] = round(time.perf_counter() - start, 1)
-  common.emit_json(result, args.json_out)
-  return result
+  return common.finish(result, start, args.json_out)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def bench_workload(
     "ratios": ratios,
     "first_step_loss": {n: r.first_loss for n, r in runners.items()},
     "jit_cache_sizes": cache_sizes,
-    "no_recompilation": all(c in (None, 1) for c in cache_sizes.values()),
+    "no_recompilation": common.no_recompilation(cache_sizes),
     "samples": {n: len(t.all()) for n, t in times.items()},
     "wall_s": round(time.perf_counter() - start, 1),
   }
@@ -228,12 +228,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["workloads"][name] = bench_workload(
       WORKLOADS[name](), variants, batch_size, steps, rounds
     )
-  result["no_recompilation"] = all(
-    w["no_recompilation"] for w in result["workloads"].values()
-  )
-  result["wall_s"] = round(time.perf_counter() - start, 1)
-  common.emit_json(result, args.json_out)
-  return result
+  return common.finish(result, start, args.json_out)
 
 
 if __name__ == "__main__":

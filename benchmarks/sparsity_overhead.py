@@ -421,7 +421,7 @@ def bench_workload(
     },
     "final_prunable_sparsity": sparsity,
     "jit_cache_sizes": cache_sizes,
-    "no_recompilation": all(c in (None, 1) for c in cache_sizes.values()),
+    "no_recompilation": common.no_recompilation(cache_sizes),
     "compiled_temp_bytes": temp_bytes,
     "minor_page_faults_per_call": {
       name: round(t.faults / t.samples) for name, t in times.items()
@@ -497,9 +497,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["workloads"][name] = bench_workload(
       WORKLOADS[name](), batch_size, steps, rounds, args.mask_reps
     )
-  result["wall_s"] = round(time.perf_counter() - start, 1)
-  common.emit_json(result, args.json_out)
-  return result
+  return common.finish(result, start, args.json_out)
 
 
 if __name__ == "__main__":

@@ -250,7 +250,7 @@ def bench_workload(
     "same_first_loss": abs(losses["platform"] - losses["minimal"])
     <= 1e-4 * max(1.0, abs(losses["minimal"])),
     "jit_cache_sizes": cache_sizes,
-    "no_recompilation": all(c in (None, 1) for c in cache_sizes.values()),
+    "no_recompilation": common.no_recompilation(cache_sizes),
     "compiled": {name: common.compiled_stats(r) for name, r in runners.items()},
     "samples": {name: sum(len(r) for r in t) for name, t in times.items()},
     "wall_s": round(time.perf_counter() - start, 1),
@@ -297,9 +297,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   result["all_within_target"] = all(
     w["within_target"] for w in result["workloads"].values()
   )
-  result["wall_s"] = round(time.perf_counter() - start, 1)
-  common.emit_json(result, args.json_out)
-  return result
+  return common.finish(result, start, args.json_out)
 
 
 if __name__ == "__main__":
