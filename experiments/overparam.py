@@ -339,10 +339,23 @@ def plot_sharpness(rows: Sequence[dict[str, Any]], path: str) -> str:
                     color=colors[family], label=f"{family} {opt.upper()}")
   axes[0].set_xlabel("trained parameters")
   axes[1].set_xlabel("width (equal trained parameters)")
-  for ax, title in zip(axes, ("dense", "sparse at init")):
+  titles = ["dense", "sparse at init"]
+  ylabels = ["top Hessian eigenvalue"] * 2
+  if not any(r["family"] != "dense" for r in rows):
+    # Dense-only study: the right panel shows how much flatter SAM's minima
+    # are, SAM's lambda_max over SGD's (ratio of the seed means).
+    dense = [r for r in rows if "sam_top_eigenvalue_mean" in r
+             and "sgd_top_eigenvalue_mean" in r]
+    axes[1].plot([r["params_trained"] for r in dense],
+                 [r["sam_top_eigenvalue_mean"] / r["sgd_top_eigenvalue_mean"]
+                  for r in dense], marker="o", color="C0")
+    axes[1].set_xlabel("trained parameters")
+    titles[1] = "dense: SAM lambda_max / SGD lambda_max"
+    ylabels[1] = "ratio"
+  for ax, title, ylabel in zip(axes, titles, ylabels):
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_ylabel("top Hessian eigenvalue")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
