@@ -290,6 +290,18 @@ def _series(rows, family, key):
   return [np.asarray(x) for x in zip(*pts)] if pts else None
 
 
+def _save(fig: Any, axes: Sequence[Any], path: str) -> str:
+  """Grid and legends on every panel; writes the PNG and closes the figure."""
+  for ax in axes:
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def plot_gap(rows: Sequence[dict[str, Any]], path: str) -> str:
   """SAM-minus-SGD accuracy gap: dense vs trained parameters; sparse (equal
   trained parameters) vs width."""
@@ -316,13 +328,7 @@ def plot_gap(rows: Sequence[dict[str, Any]], path: str) -> str:
     ax.axhline(0, color="k", lw=0.5)
     ax.set_ylabel("SAM - SGD test accuracy (points)")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(fig, axes, path)
 
 
 def plot_sharpness(rows: Sequence[dict[str, Any]], path: str) -> str:
@@ -357,13 +363,7 @@ def plot_sharpness(rows: Sequence[dict[str, Any]], path: str) -> str:
     ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(fig, axes, path)
 
 
 def write_report(records: Sequence[dict[str, Any]], workdir: str,

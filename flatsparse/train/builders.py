@@ -180,5 +180,5 @@ def host_mask_schedule(sparsity_config: Mapping[str, Any] | None,
     return None
   updater = sparsity.create_updater_from_config(sparsity_config)
   steps = jnp.arange(total_steps, dtype=jnp.int32)
-  flags = jax.jit(jax.vmap(updater.is_update_step))(steps)
-  return np.asarray(jnp.broadcast_to(flags, steps.shape), bool)
+  # vmap broadcasts a step-independent predicate (NoUpdate) to every step.
+  return np.asarray(jax.jit(jax.vmap(updater.is_update_step))(steps), bool)
