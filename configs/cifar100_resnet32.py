@@ -10,10 +10,14 @@ ResNet-32 and 100 classes. Variants: dense, gmp (default), rigl, tiny.
 import ml_collections
 
 from configs import cifar10_resnet20
+from flatsparse.train import config_schema
+
+
+VARIANTS = cifar10_resnet20.VARIANTS
 
 
 def get_config(variant: str = "gmp") -> ml_collections.ConfigDict:
   c = cifar10_resnet20.get_config(variant)
   c.dataset.name = "cifar100"
   c.model.name = "resnet32"
-  return c
+  return config_schema.complete(c)

@@ -10,7 +10,12 @@ batch 128, 200 epochs, random crop + flip, per-channel normalization.
 
 import ml_collections
 
+from flatsparse.train import config_schema
+
 _EPOCH = 50_000 // 128
+
+
+VARIANTS = ("dense", "gmp", "rigl", "tiny")
 
 
 def get_config(variant: str = "gmp") -> ml_collections.ConfigDict:
@@ -52,6 +57,6 @@ def get_config(variant: str = "gmp") -> ml_collections.ConfigDict:
     c.eval_every = 4
     c.checkpoint_every = 2
   elif variant != "gmp":
-    raise ValueError(f"Unknown variant {variant!r}; allowed: dense, gmp, "
-                     "rigl, tiny.")
-  return c
+    raise ValueError(f"Unknown variant {variant!r}; allowed: "
+                     f"{', '.join(VARIANTS)}.")
+  return config_schema.complete(c)

@@ -7,10 +7,17 @@ Variants (`:variant` after the path):
   gmp      gradual magnitude pruning to 90% (default)
   rigl     RigL at 90% with ERK
   tiny     gmp with few steps and a small model (what the tests run)
-Override anything, e.g. --config.sparsity.sparsity=0.95 --config.steps=3000.
+Override anything, e.g. --config.sparsity.sparsity=0.95 --config.steps=3000;
+every key of the schema is present (flatsparse/train/config_schema.py), unset
+ones as None (e.g. --config.sparsity.seed=1, --config.host_mask_schedule=True).
 """
 
 import ml_collections
+
+from flatsparse.train import config_schema
+
+
+VARIANTS = ("dense", "gmp", "rigl", "tiny")
 
 
 def get_config(variant: str = "gmp") -> ml_collections.ConfigDict:
@@ -48,6 +55,6 @@ def get_config(variant: str = "gmp") -> ml_collections.ConfigDict:
     c.eval_every = 30
     c.checkpoint_every = 20
   elif variant != "gmp":
-    raise ValueError(f"Unknown variant {variant!r}; allowed: dense, gmp, "
-                     "rigl, tiny.")
-  return c
+    raise ValueError(f"Unknown variant {variant!r}; allowed: "
+                     f"{', '.join(VARIANTS)}.")
+  return config_schema.complete(c)

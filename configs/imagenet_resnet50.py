@@ -11,7 +11,12 @@ magnitude pruning to 80% from epoch 5 to 80 (variants: dense, gmp, rigl, tiny). 
 
 import ml_collections
 
+from flatsparse.train import config_schema
+
 _EPOCH = 1_281_167 // 1024
+
+
+VARIANTS = ("dense", "gmp", "rigl", "tiny")
 
 
 def get_config(variant: str = "gmp") -> ml_collections.ConfigDict:
@@ -58,6 +63,6 @@ def get_config(variant: str = "gmp") -> ml_collections.ConfigDict:
     c.eval_every = 2
     c.checkpoint_every = 2
   elif variant != "gmp":
-    raise ValueError(f"Unknown variant {variant!r}; allowed: dense, gmp, "
-                     "rigl, tiny.")
-  return c
+    raise ValueError(f"Unknown variant {variant!r}; allowed: "
+                     f"{', '.join(VARIANTS)}.")
+  return config_schema.complete(c)

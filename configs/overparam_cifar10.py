@@ -21,7 +21,12 @@ SGD and SAM, no sparse runs; what the tests run).
 
 import ml_collections
 
+from flatsparse.train import config_schema
+
 _EPOCH = 50_000 // 128
+
+
+VARIANTS = ("", "dense", "tiny")
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -69,6 +74,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.sharpness = ml_collections.ConfigDict(dict(
         batch_size=8, num_probes=1, iters=2, moments=(1, 2), method="power"))
   elif variant:
-    raise ValueError(f"Unknown variant {variant!r}; allowed: '', 'dense', "
-                     "'tiny'.")
-  return c
+    raise ValueError(f"Unknown variant {variant!r}; allowed: "
+                     f"{', '.join(map(repr, VARIANTS))}.")
+  return config_schema.complete(c)

@@ -28,6 +28,11 @@ Override anything, e.g. --config.seeds=0,1 --config.rho=0.1.
 
 import ml_collections
 
+from flatsparse.train import config_schema
+
+
+VARIANTS = ("", "label_noise", "resnet", "tiny")
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -89,6 +94,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         batch_size=64, num_probes=2, iters=3, moments=(1, 2),
         method="power"))
   elif variant:
-    raise ValueError(f"Unknown variant {variant!r}; allowed: '', "
-                     "'label_noise', 'resnet', 'tiny'.")
-  return c
+    raise ValueError(f"Unknown variant {variant!r}; allowed: "
+                     f"{', '.join(map(repr, VARIANTS))}.")
+  return config_schema.complete(c)

@@ -23,19 +23,23 @@ files they write).
 import ml_collections
 
 from configs import overparam_digits
+from flatsparse.train import config_schema
+
+
+VARIANTS = ("", "long", "tiny")
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  if variant not in ("", "long", "tiny"):
-    raise ValueError(f"Unknown variant {variant!r}; allowed: '', 'long', "
-                     "'tiny'.")
+  if variant not in VARIANTS:
+    raise ValueError(f"Unknown variant {variant!r}; allowed: "
+                     f"{', '.join(map(repr, VARIANTS))}.")
   # The digits study's schedule, optimizer and sharpness settings.
   c = overparam_digits.get_config("tiny" if variant == "tiny" else "")
   c.base.dataset = ml_collections.ConfigDict(dict(
       name="fashion_mnist_debian", normalize=True, data_dir=None))
   c.sparse = None
   if variant == "tiny":
-    return c
+    return config_schema.complete(c)
   c.base.steps = c.base.eval_every = c.base.checkpoint_every = 3000
   c.base.log_every = 500
   c.widths = (16, 32, 64, 128, 256, 512, 1024)
@@ -43,4 +47,4 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.base.steps = c.base.eval_every = c.base.checkpoint_every = 12_000
     c.seeds = (0, 1)
     c.widths = (16, 64, 256, 1024)
-  return c
+  return config_schema.complete(c)

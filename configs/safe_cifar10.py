@@ -36,12 +36,14 @@ from typing import Any
 import ml_collections
 
 from configs import cifar10_resnet20
+from flatsparse.train import config_schema
 
 S = "$sparsity"  # filled in by experiments/sparsity_sweep.py
 EPOCH = 50_000 // 128
 BN_EXAMPLES = 10_000
 MODELS = {"resnet20": "resnet20", "resnet32": "resnet32", "vgg19": "vgg19"}
 ORDER = ("dense", "gmp", "iht", "admm", "sam_gmp", "safe", "safe_plus")
+VARIANTS = (*MODELS, "label_noise", "tiny")
 
 
 def methods(epoch: int = EPOCH, dual_period: int = 32
@@ -107,13 +109,12 @@ def sweep(dataset: str, model: str, variant: str) -> ml_collections.ConfigDict:
     c.seeds = (0,)
     c.sharpness = ml_collections.ConfigDict({
         "examples": 8, "num_probes": 1, "iters": 2, "moments": (1,), "seed": 0})
-  return c
+  return config_schema.complete(c)
 
 
 def get_config(variant: str = "resnet20") -> ml_collections.ConfigDict:
-  allowed = (*MODELS, "label_noise", "tiny")
-  if variant not in allowed:
+  if variant not in VARIANTS:
     raise ValueError(f"Unknown variant {variant!r}; allowed: "
-                     f"{', '.join(allowed)}.")
+                     f"{', '.join(VARIANTS)}.")
   model = MODELS.get(variant, "resnet20")
   return sweep("cifar10", model, variant)

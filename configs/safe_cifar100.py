@@ -18,10 +18,12 @@ import ml_collections
 from configs import safe_cifar10
 
 
+VARIANTS = safe_cifar10.VARIANTS
+
+
 def get_config(variant: str = "resnet32") -> ml_collections.ConfigDict:
-  allowed = (*safe_cifar10.MODELS, "label_noise", "tiny")
-  if variant not in allowed:
+  if variant not in VARIANTS:
     raise ValueError(f"Unknown variant {variant!r}; allowed: "
-                     f"{', '.join(allowed)}.")
+                     f"{', '.join(VARIANTS)}.")
   model = safe_cifar10.MODELS.get(variant, "resnet32")
   return safe_cifar10.sweep("cifar100", model, variant)

@@ -39,6 +39,7 @@ from typing import Any
 import ml_collections
 
 from configs import digits_mlp
+from flatsparse.train import config_schema
 
 S = "$sparsity"  # filled in by experiments/sparsity_sweep.py
 STEPS = 1500
@@ -131,6 +132,7 @@ def tuning_methods(variant: str) -> dict[str, Any]:
 
 TUNING_VARIANTS = ("tune_gmp", "tune_sam_gmp", "tune_iht", "tune_admm",
                    "tune_safe", "tune_safe_rho")
+VARIANTS = ("", "tiny", *TUNING_VARIANTS)
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -167,6 +169,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.validation_fraction = 0.2
     c.sharpness = None
   elif variant:
-    raise ValueError(f"Unknown variant {variant!r}; allowed: '', tiny, "
-                     f"{', '.join(TUNING_VARIANTS)}.")
-  return c
+    raise ValueError(f"Unknown variant {variant!r}; allowed: "
+                     f"{', '.join(map(repr, VARIANTS))}.")
+  return config_schema.complete(c)

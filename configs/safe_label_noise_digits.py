@@ -21,9 +21,11 @@ seed, 40 steps of a 64-32-10 MLP; what the tests run).
 import ml_collections
 
 from configs import safe_digits
+from flatsparse.train import config_schema
 
 # SAM+GMP is the control: is SAFE's robustness SAM's alone?
 METHODS = ("dense", "gmp", "admm", "sam_gmp", "safe")
+VARIANTS = ("", "tiny")
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -42,5 +44,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.sparsities = (0.7,)
     c.label_noise = (0.0, 0.5)
   elif variant:
-    raise ValueError(f"Unknown variant {variant!r}; allowed: '', 'tiny'.")
-  return c
+    raise ValueError(f"Unknown variant {variant!r}; allowed: "
+                     f"{', '.join(map(repr, VARIANTS))}.")
+  return config_schema.complete(c)

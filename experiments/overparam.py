@@ -43,9 +43,7 @@ import os
 import time
 from typing import Any, Sequence
 
-from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -55,8 +53,10 @@ from ml_collections import config_flags
 import ml_collections
 import numpy as np
 
+from experiments import cli
 from flatsparse.sparsity import distributions
 from flatsparse.train import builders
+from flatsparse.train import config_schema
 from flatsparse.train import loop
 from flatsparse.train.sharpness import sharpness
 
@@ -71,6 +71,7 @@ def define_flags() -> None:
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config.")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs are written.",
                                  required=True)
+  cli.define_flags()
 
 OPTIMIZERS = ("sgd", "sam")
 SPARSE_METHODS = ("random", "snip")
@@ -85,8 +86,7 @@ def model_config(study: Any, width: int) -> dict[str, Any]:
   """``study.base.model`` at ``width``: ``hidden = (width,) * study.depth``
   when ``study.width_key == 'hidden'`` (MLP), else ``model[width_key] =
   width``."""
-  base = study.base.model
-  model = dict(base.to_dict() if hasattr(base, "to_dict") else base)
+  model = config_schema.drop_unset("model", study.base.model)
   if study.width_key == "hidden":
     model["hidden"] = (int(width),) * int(study.depth)
   else:
@@ -139,7 +139,8 @@ def plan(study: Any) -> list[dict[str, Any]]:
     if name not in OPTIMIZERS:
       raise ValueError(f"Unknown optimizer {name!r} in config.optimizers; "
                        f"allowed: {', '.join(OPTIMIZERS)}.")
-  loader, sample = loop.make_loader(study.base.dataset, 1)  # classes, shape
+  loader, sample = loop.make_loader(  # classes, shape
+      config_schema.drop_unset("dataset", study.base.dataset), 1)
   classes = loader.num_classes
   cells = [("dense", int(w), 0.0) for w in study.widths]
   sparse = study.get("sparse")
@@ -197,8 +198,9 @@ def run_one(run: dict[str, Any], directory: str, sharp: Any
   metrics, state = loop.train_and_evaluate(config, directory,
                                            return_state=True)
   train_s = time.time() - start
-  loader, _ = loop.make_loader(config.dataset, config.batch_size)
-  model = builders.build_model(config.model, loader.num_classes)
+  cfg = loop.validate_config(config)  # sections without unset keys
+  loader, _ = loop.make_loader(cfg["dataset"], cfg["batch_size"])
+  model = builders.build_model(cfg["model"], loader.num_classes)
   batch = next(loader.eval_batches(sharp.batch_size, split="train"))
   measured = sharpness(
       model, jax.device_get(state), batch, jax.random.PRNGKey(run["seed"]),
@@ -405,7 +407,7 @@ def run_study(study: Any, workdir: str) -> dict[str, str]:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # one line per run instead
+  cli.setup_logging(_WORKDIR.value)  # one line per run on the console
   start = time.time()
   paths = run_study(_CONFIG.value, _WORKDIR.value)
   print()
@@ -419,4 +421,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags()
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)

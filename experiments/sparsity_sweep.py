@@ -58,7 +58,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -69,6 +68,7 @@ from ml_collections import config_flags
 import ml_collections
 import numpy as np
 
+from experiments import cli
 from flatsparse import data
 from flatsparse import sparsity as sparsity_lib
 from flatsparse.train import builders
@@ -87,6 +87,7 @@ def define_flags() -> None:
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config.")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs are written.",
                                  required=True)
+  cli.define_flags()
 
 SPARSITY = "$sparsity"
 RESULT_FILE = "result.json"
@@ -300,10 +301,11 @@ def measure_sharpness(config: Any, state: Any, options: Mapping[str, Any]
   opts = {**SHARPNESS_DEFAULTS, **options}
   # Host copies: committed and uncommitted device arrays would compile twice.
   state = jax.device_get(state)
-  loader, _ = loop.make_loader(config.dataset, config.batch_size)
+  cfg = loop.validate_config(config)  # sections without unset keys
+  loader, _ = loop.make_loader(cfg["dataset"], cfg["batch_size"])
   batch = next(iter(loader.eval_batches(int(opts["examples"]),
                                         split="train")))
-  model = builders.build_model(config.model, loader.num_classes)
+  model = builders.build_model(cfg["model"], loader.num_classes)
   kwargs = {k: (tuple(v) if k == "moments" else v)
             for k, v in opts.items() if k in SHARPNESS_KEYS}
   key = jax.random.PRNGKey(int(opts["seed"]))
@@ -605,6 +607,7 @@ def run_sweep(sweep: Any, workdir: str) -> dict[str, str]:
 
 def main(argv):
   del argv
+  cli.setup_logging(_WORKDIR.value)
   start = time.time()
   paths = run_sweep(_CONFIG.value, _WORKDIR.value)
   print()
@@ -618,4 +621,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags()
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)

@@ -5,8 +5,10 @@
 A study config has ``base`` (an ``experiments/train.py`` config), ``seeds`` and
 ``variants`` (``{name: {top-level key: replacement}}``). Runs go to
 ``workdir/<variant>/seed_<s>`` (finished runs are resumed, i.e. only
-re-evaluated), then the markdown table and the plot are written to
-``workdir/report`` and printed.
+re-evaluated), then the markdown table, the plot and ``summary.json`` are
+written to ``workdir/report`` and the table is printed. An optional
+``labels`` (``{variant: description}``) names the rows of the README table
+(``experiments.report --readme``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import os
 import time
 from typing import Any
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 import ml_collections
 
+from experiments import cli
 from experiments import report
 from flatsparse.train import loop
 
@@ -34,6 +36,7 @@ def define_flags() -> None:
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config.")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs are written.",
                                  required=True)
+  cli.define_flags()
 
 
 def variant_config(study: Any, name: str, seed: int
@@ -49,6 +52,7 @@ def variant_config(study: Any, name: str, seed: int
 def run_study(study: Any, workdir: str) -> tuple[str, str]:
   """Trains every (variant, seed); returns the report's (markdown, png)."""
   workdirs = []
+  begin = time.time()
   for name in study.variants:
     for seed in study.seeds:
       run_dir = os.path.join(workdir, name, f"seed_{seed}")
@@ -59,11 +63,16 @@ def run_study(study: Any, workdir: str) -> tuple[str, str]:
             f"{100 * result['accuracy']:.2f}%  ({time.time() - start:.0f} s)",
             flush=True)
       workdirs.append(run_dir)
-  return report.write_report(workdirs, os.path.join(workdir, "report"))
+  out = os.path.join(workdir, "report")
+  paths = report.write_report(workdirs, out)
+  report.write_summary(report.collect(workdirs), study, out,
+                       time.time() - begin)
+  return paths
 
 
 def main(argv):
   del argv
+  cli.setup_logging(_WORKDIR.value)
   start = time.time()
   md_path, png_path = run_study(_CONFIG.value, _WORKDIR.value)
   print()
@@ -75,4 +84,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags()
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)

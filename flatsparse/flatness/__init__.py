@@ -13,6 +13,7 @@ from flatsparse.flatness.curvature import PROBES
 from flatsparse.flatness.curvature import spectral_density
 from flatsparse.flatness.curvature import top_eigenvalue
 from flatsparse.flatness.curvature import top_eigenvalues
+from flatsparse.flatness.sam import checked_value_fn
 from flatsparse.flatness.sam import perturbation
 from flatsparse.flatness.sam import sam
 from flatsparse.flatness.sam import SAMState
@@ -24,7 +25,7 @@ from flatsparse.flatness.sophia import SophiaHState
 
 __all__ = [
     "hessian_moments", "hutchinson_diagonal", "hutchinson_trace", "hvp",
-    "lanczos", "perturbation", "probes", "PROBES", "sam", "SAMState",
+    "lanczos", "checked_value_fn", "perturbation", "probes", "PROBES", "sam", "SAMState",
     "spectral_density", "top_eigenvalue", "top_eigenvalues",
     "adahessian", "AdaHessianState", "BIAS_CORRECTIONS", "sassha",
     "SasshaState", "sophia_h", "SophiaHState", "spatial_average",

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flatsparse import rng
 from flatsparse.flatness import curvature
 from flatsparse.flatness.sassha import (
     BIAS_CORRECTIONS, _check, _check_betas, _check_choice, _check_int, _ema,
@@ -82,7 +83,7 @@ def adahessian(learning_rate: optax.ScalarOrSchedule, *, b1: float = 0.9,
                probe: str = "rademacher",
                spatial_averaging: bool = True,
                spatial_axes: Sequence[int] = (0, 1),
-               bias_correction: str = "step", seed: int = 0
+               bias_correction: str = "step", seed: Any = 0
                ) -> optax.GradientTransformationExtraArgs:
   """AdaHessian (see the module docstring); returns the full update.
 
@@ -102,7 +103,8 @@ def adahessian(learning_rate: optax.ScalarOrSchedule, *, b1: float = 0.9,
       PyTorch-layout OIHW: ``(2, 3)``).
     bias_correction: of ``v`` when ``k > 1``: ``'step'``, ``'current_step'``
       or ``'refresh'`` (see ``sassha``).
-    seed: seed of the base PRNG key kept in the state.
+    seed: an int or a PRNG key (``flatsparse.rng.base_key``), may be
+      traced under ``vmap``; the base key kept in the state.
 
   Returns:
     A transformation needing ``params`` and the extra argument ``value_fn``.
@@ -124,7 +126,7 @@ def adahessian(learning_rate: optax.ScalarOrSchedule, *, b1: float = 0.9,
 
   def init_fn(params):
     return AdaHessianState(count=jnp.zeros([], jnp.int32), m=_zeros(params),
-                           v=_zeros(params), key=jax.random.PRNGKey(seed))
+                           v=_zeros(params), key=rng.base_key(seed))
 
   def update_fn(updates, state, params=None, *,
                 value_fn: ValueFn | None = None, **extra):

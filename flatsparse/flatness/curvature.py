@@ -51,6 +51,8 @@ import jax
 from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 
+from flatsparse.flatness.sam import checked_value_fn
+
 __all__ = [
     "hvp", "probes", "hutchinson_diagonal", "PROBES", "hutchinson_trace",
     "hessian_moments", "top_eigenvalue", "lanczos", "top_eigenvalues",
@@ -63,7 +65,8 @@ ValueFn = Callable[[Any], jax.Array]
 
 def hvp(value_fn: ValueFn, params: Any, vector: Any) -> Any:
   """``H(params) @ vector`` for the Hessian of ``value_fn`` (same pytree)."""
-  return jax.jvp(jax.grad(value_fn), (params,), (vector,))[1]
+  grad_fn = jax.grad(checked_value_fn(value_fn))  # (loss, aux): clear error
+  return jax.jvp(grad_fn, (params,), (vector,))[1]
 
 
 def probes(key: jax.Array, like: Any, kind: str = "rademacher") -> Any:

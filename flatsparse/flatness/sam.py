@@ -9,6 +9,17 @@ Per step, with gradient ``g`` at ``w`` and the loss ``f = value_fn``::
 Both gradients are taken inside one ``update`` call (``value_fn`` is the
 extra argument of ARCHITECTURE.md), so counters tick once per step and the
 transform sits first in any chain: ``optax.chain(sam(0.05), optax.sgd(0.1))``.
+
+SAM must come first, where its input is the raw gradient:
+``chain(sam(rho), adamw(...))``, never ``chain(adamw(...), sam(rho))``. Placed
+after an optimizer it perturbs along the optimizer's update instead of the
+gradient and then emits the raw sharp gradient ``grad f(w + e)`` as the
+parameter update (no learning rate, wrong sign). This cannot be detected
+cheaply (see :func:`sam`); ``flatsparse.train`` always puts it first.
+
+``value_fn`` must return the scalar loss only (``lambda p: loss_fn(p)[0]``
+for a ``loss_fn`` returning ``(loss, aux)``); anything else is a
+``TypeError`` at trace time naming what it returned.
 Inside a sparsity wrapper, ``sparse=True`` perturbs only active weights: the
 wrapper passes its masks as the extra argument ``masks`` (``None`` on dense
 leaves), and masked entries of ``e`` are zero.
@@ -86,13 +97,52 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["SAMState", "sam", "perturbation"]
+__all__ = ["SAMState", "sam", "perturbation", "checked_value_fn"]
+
+
+def checked_value_fn(value_fn: Callable[..., Any], name: str = "value_fn"
+                     ) -> Callable[..., jax.Array]:
+  """``value_fn`` with its output checked when traced (no runtime cost).
+
+  ``jax.grad`` of a function returning ``(loss, aux)``, a batch of losses or
+  an integer ends deep in a trace with a dump of tracers; this raises first,
+  naming what ``value_fn`` returned and the fix.
+
+  Args:
+    value_fn: ``params -> loss`` (extra arguments are passed through).
+    name: what the message calls it (``'value_fn'``,
+      ``'sub_batch_value_fn'``).
+
+  Returns:
+    A function with the same arguments and output.
+
+  Raises:
+    TypeError: when called, unless ``value_fn`` returns a scalar
+      floating-point array.
+  """
+  def checked(*args, **kwargs):
+    out = value_fn(*args, **kwargs)
+    fix = (f"{name} must return the scalar loss only (a float array of "
+           "shape ())")
+    if isinstance(out, (tuple, list, dict)):
+      raise TypeError(
+          f"{fix}, got a {type(out).__name__} of {len(out)} items; drop the "
+          f"auxiliary outputs, e.g. {name}=lambda p: loss_fn(p)[0].")
+    shape, dtype = jnp.shape(out), jnp.result_type(out)
+    if shape != ():
+      raise TypeError(f"{fix}, got an array of shape {shape}; reduce it, e.g. "
+                      "with .mean().")
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(f"{fix}, got dtype {dtype}.")
+    return out
+  return checked
 
 
 class SAMState(NamedTuple):
@@ -142,12 +192,32 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
   Returns:
     A transformation needing the extra argument ``value_fn`` (``m = 1``) or
     ``sub_batch_value_fn`` (``m > 1``).
+
+  Raises:
+    ValueError: ``rho`` is negative, nan, inf or not a number; or bad
+      ``sub_batches``; at ``update``, a missing ``value_fn``.
+    TypeError: at trace time, when ``value_fn`` does not return a scalar
+      float loss (e.g. ``(loss, aux)``: pass ``lambda p: loss_fn(p)[0]``).
+
+  Note:
+    SAM must be the FIRST transformation of a chain, where its input is the
+    gradient: ``optax.chain(sam(rho), optax.adamw(lr))`` (inside a sparsity
+    wrapper: ``wrap(chain(sam(rho), adamw(lr)))``). In
+    ``chain(adamw(lr), sam(rho))`` it would perturb along adamw's update and
+    emit the raw sharp gradient as the parameter update (no learning rate,
+    ascent). This is not checked: a transform cannot see its position in a
+    chain, and telling a gradient from another pytree of the same shape
+    would take a third gradient evaluation per step, or a host callback, to
+    compare ``updates`` with ``grad value_fn(params)``.
   """
-  try:
-    if float(rho) < 0:
-      raise ValueError(f"rho must be >= 0, got {rho!r}.")
-  except (TypeError, jax.errors.ConcretizationTypeError):
-    pass  # traced under inject_hyperparams
+  if not isinstance(rho, jax.core.Tracer):  # traced under inject_hyperparams
+    try:
+      value = math.nan if isinstance(rho, (str, bytes, bool)) else float(rho)
+    except (TypeError, ValueError):
+      value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+      raise ValueError(f"rho must be >= 0, got {rho!r}; allowed: a finite "
+                       "number >= 0.")
   if sub_batches is None:
     sub_batches = 1
   if (isinstance(sub_batches, bool) or not isinstance(sub_batches, int)
@@ -164,8 +234,10 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
   def sharp_mean(updates, params, sub_batch_value_fn, masks):
     """``(1/m) sum_i grad f_i(w + e_i)``: the m sub-batches under vmap."""
 
+    checked = checked_value_fn(sub_batch_value_fn, "sub_batch_value_fn")
+
     def one(i):
-      f_i = lambda p: sub_batch_value_fn(p, i)  # noqa: E731
+      f_i = lambda p: checked(p, i)  # noqa: E731
       e = perturbation(jax.grad(f_i)(params), params, rho, adaptive=adaptive,
                        eta=eta, eps=eps, masks=masks)
       return jax.grad(f_i)(
@@ -205,7 +277,7 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
     e = perturbation(updates, params, rho, adaptive=adaptive, eta=eta, eps=eps,
                      masks=masks)
     perturbed = jax.tree.map(lambda w, d: w + d.astype(w.dtype), params, e)
-    sharp_grads = jax.grad(value_fn)(perturbed)
+    sharp_grads = jax.grad(checked_value_fn(value_fn))(perturbed)
     sharp_grads = jax.tree.map(lambda s, g: s.astype(g.dtype), sharp_grads,
                                updates)
     return sharp_grads, SAMState(count=state.count + 1)

@@ -85,8 +85,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flatsparse import rng
 from flatsparse.flatness import curvature
-from flatsparse.flatness.sam import perturbation
+from flatsparse.flatness.sam import checked_value_fn, perturbation
 
 __all__ = ["SasshaState", "sassha", "BIAS_CORRECTIONS"]
 
@@ -225,7 +226,7 @@ def _grad_and_hvp(value_fn: ValueFn, params: Any
   returned linear function holds only the tangent half, so a caller can run
   it inside a ``lax.cond`` branch while the gradient stays outside.
   """
-  return jax.linearize(jax.grad(value_fn), params)
+  return jax.linearize(jax.grad(checked_value_fn(value_fn)), params)
 
 
 def _hutchinson(hvp_fn: Callable[[Any], Any], params: Any, key: jax.Array, *,
@@ -272,7 +273,7 @@ def sassha(learning_rate: optax.ScalarOrSchedule, rho: float = 0.2, *,
            peak_learning_rate: float | None = None,
            num_probes: int | None = None,
            probe: str = "rademacher", bias_correction: str = "step",
-           sparse: bool = True, seed: int = 0
+           sparse: bool = True, seed: Any = 0
            ) -> optax.GradientTransformationExtraArgs:
   """Sassha (see the module docstring); returns the full parameter update.
 
@@ -296,7 +297,8 @@ def sassha(learning_rate: optax.ScalarOrSchedule, rho: float = 0.2, *,
       ``'refresh'``; see the module docstring.
     sparse: perturb only active weights when a sparsity wrapper passes
       ``masks`` (as ``sam``).
-    seed: seed of the base PRNG key kept in the state.
+    seed: an int or a PRNG key (``flatsparse.rng.base_key``), may be
+      traced under ``vmap``; the base key kept in the state.
 
   Returns:
     A transformation needing ``params`` and the extra argument ``value_fn``.
@@ -320,7 +322,7 @@ def sassha(learning_rate: optax.ScalarOrSchedule, rho: float = 0.2, *,
 
   def init_fn(params):
     return SasshaState(count=jnp.zeros([], jnp.int32), m=_zeros(params),
-                       D=_zeros(params), key=jax.random.PRNGKey(seed))
+                       D=_zeros(params), key=rng.base_key(seed))
 
   def update_fn(updates, state, params=None, *,
                 value_fn: ValueFn | None = None, masks: Any = None, **extra):

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flatsparse import rng
 from flatsparse.flatness import curvature
 from flatsparse.flatness.sassha import (
     _check, _check_betas, _check_choice, _check_int, _ema, _is_zero, _lazy,
@@ -74,7 +75,7 @@ def sophia_h(learning_rate: optax.ScalarOrSchedule, *, b1: float = 0.965,
              weight_decay: float = 0.0, clip: float = 1.0, k: int = 10,
              num_probes: int | None = None, probe: str = "rademacher",
              bias_correction: bool = False, lagged_hessian: bool = False,
-             seed: int = 0) -> optax.GradientTransformationExtraArgs:
+             seed: Any = 0) -> optax.GradientTransformationExtraArgs:
   """Sophia-H (see the module docstring); returns the full update.
 
   Args:
@@ -92,7 +93,8 @@ def sophia_h(learning_rate: optax.ScalarOrSchedule, *, b1: float = 0.965,
     bias_correction: divide ``m`` by ``1 - b1^t`` (optax) or not (paper).
     lagged_hessian: refresh ``h`` after the step (optax, levanter) instead
       of before it (paper).
-    seed: seed of the base PRNG key kept in the state.
+    seed: an int or a PRNG key (``flatsparse.rng.base_key``), may be
+      traced under ``vmap``; the base key kept in the state.
 
   Returns:
     A transformation needing ``params`` and the extra argument ``value_fn``.
@@ -109,7 +111,7 @@ def sophia_h(learning_rate: optax.ScalarOrSchedule, *, b1: float = 0.965,
 
   def init_fn(params):
     return SophiaHState(count=jnp.zeros([], jnp.int32), m=_zeros(params),
-                        h=_zeros(params), key=jax.random.PRNGKey(seed))
+                        h=_zeros(params), key=rng.base_key(seed))
 
   def update_fn(updates, state, params=None, *,
                 value_fn: ValueFn | None = None, **extra):

@@ -9,7 +9,9 @@ Keys (all optional except ``name``)::
     importance         'magnitude' | 'activation' | 'gradient' | 'hessian'
                        (default: 'activation' for safe_plus, else 'magnitude')
     overrides          {leaf path: sparsity}
-    lam, rho, dual_period, penalty_schedule, importance_ema, seed
+    lam, rho, dual_period, penalty_schedule, importance_ema
+    seed               int, or None: the ``seed`` argument of create_from_config
+                       (the trainer derives it from the run's seed)
     period, start_step (iht)
     bn_recalibration_examples   read by the training loop, not here
 """
@@ -34,7 +36,8 @@ _LOOP_KEYS = ("bn_recalibration_examples",)
 _ALLOWED = {
     "safe": ("lam", "rho", "dual_period", "penalty_schedule",
              "importance_ema", "seed"),
-    "admm": ("lam", "dual_period", "penalty_schedule", "importance_ema"),
+    "admm": ("lam", "dual_period", "penalty_schedule", "importance_ema",
+             "seed"),
     "iht": ("rho", "period", "start_step", "importance_ema", "seed"),
 }
 _ALLOWED["safe_plus"] = _ALLOWED["safe"]
@@ -66,11 +69,19 @@ def projection_from_config(config: Mapping[str, Any]) -> Projection:
 
 def create_from_config(config: Mapping[str, Any],
                        base: optax.GradientTransformation,
-                       total_steps: int
+                       total_steps: int, *, seed: Any = None
                        ) -> optax.GradientTransformationExtraArgs:
-  """The transformation wrapping ``base``; penalty ramps over total_steps."""
+  """The transformation wrapping ``base``; penalty ramps over total_steps.
+
+  ``seed`` (an int or a PRNG key) is used when ``config.seed`` is absent or
+  None; ``flatsparse.train`` passes ``rng.transform_key(run_seed, 'safe')``.
+  """
   cfg = _as_dict(config)
   name = _name(cfg)
+  if cfg.get("seed") is None:
+    cfg.pop("seed", None)
+    if seed is not None and "seed" in _ALLOWED[name]:
+      cfg["seed"] = seed
   rest = {k: v for k, v in cfg.items()
           if k not in ("name", *_PROJECTION_KEYS, *_LOOP_KEYS)}
   unknown = sorted(set(rest) - set(_ALLOWED[name]))

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flatsparse import rng
 from flatsparse.safe import safe as safe_lib
 from flatsparse.safe.projection import Projection
 
@@ -44,7 +45,7 @@ class IHTState(NamedTuple):
 
 def iht(base: optax.GradientTransformation, projection: Projection, *,
         rho: Any = 0.0, period: int = 1, start_step: int = 0,
-        importance_ema: float = 0.0, seed: int = 0
+        importance_ema: float = 0.0, seed: Any = 0
         ) -> optax.GradientTransformationExtraArgs:
   """IHT around ``base`` (see the module docstring).
 
@@ -55,7 +56,8 @@ def iht(base: optax.GradientTransformation, projection: Projection, *,
     period: steps between projections (1: every step).
     start_step: dense steps before the first projection.
     importance_ema: EMA factor of the stored importance.
-    seed: seeds Hutchinson probes for ``importance='hessian'``.
+    seed: an int or a PRNG key (``flatsparse.rng``) for the Hutchinson
+      probes of ``importance='hessian'``.
 
   Returns:
     A transformation; ``value_fn`` is needed when ``rho > 0``.
@@ -71,7 +73,7 @@ def iht(base: optax.GradientTransformation, projection: Projection, *,
     projection.check(params)
     return IHTState(count=jnp.zeros([], jnp.int32),
                     importance=projection.init_importance(params),
-                    key=jax.random.PRNGKey(seed),
+                    key=rng.base_key(seed),
                     inner_state=base.init(params))
 
   def update_fn(updates, state, params=None, **extra):

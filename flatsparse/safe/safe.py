@@ -52,8 +52,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flatsparse import rng
 from flatsparse.flatness import curvature
-from flatsparse.flatness.sam import perturbation
+from flatsparse.flatness.sam import checked_value_fn, perturbation
 from flatsparse.safe.projection import Projection
 
 __all__ = ["PENALTY_SCHEDULES", "SafeState", "safe", "admm", "penalty",
@@ -94,7 +95,7 @@ def sharp_gradient(grads: Any, params: Any, rho: Any,
                      "loss on the current batch); set rho=0 for plain ADMM.")
   e = perturbation(grads, params, rho)
   perturbed = jax.tree.map(lambda w, d: w + d.astype(w.dtype), params, e)
-  sharp = jax.grad(value_fn)(perturbed)
+  sharp = jax.grad(checked_value_fn(value_fn))(perturbed)
   return jax.tree.map(lambda s, g: s.astype(g.dtype), sharp, grads)
 
 
@@ -183,7 +184,7 @@ def update_importance(projection: Projection, stored: Any, params: Any,
 def safe(base: optax.GradientTransformation, projection: Projection, *,
          lam: Any = 1e-3, rho: Any = 0.1, dual_period: int = 32,
          penalty_schedule: str = "cosine", total_steps: int | None = None,
-         importance_ema: float = 0.0, seed: int = 0
+         importance_ema: float = 0.0, seed: Any = 0
          ) -> optax.GradientTransformationExtraArgs:
   """SAFE (SAFE+ with an importance-weighted projection) around ``base``.
 
@@ -198,7 +199,8 @@ def safe(base: optax.GradientTransformation, projection: Projection, *,
       ``'constant'``; the first two need ``total_steps``.
     total_steps: ``T`` of the penalty ramp.
     importance_ema: EMA factor of the stored importance (0: latest value).
-    seed: seeds the Hutchinson probes of ``importance='hessian'``.
+    seed: an int or a PRNG key (``flatsparse.rng``) for the Hutchinson
+      probes of ``importance='hessian'``.
 
   Returns:
     A transformation needing ``value_fn`` when ``rho > 0`` (and the
@@ -214,7 +216,7 @@ def safe(base: optax.GradientTransformation, projection: Projection, *,
     u = jax.tree.map(jnp.zeros_like, z)  # None leaves stay None
     return SafeState(count=jnp.zeros([], jnp.int32), z=z, u=u,
                      importance=projection.init_importance(params),
-                     key=jax.random.PRNGKey(seed),
+                     key=rng.base_key(seed),
                      inner_state=base.init(params))
 
   def update_fn(updates, state, params=None, **extra):
@@ -262,12 +264,12 @@ def safe(base: optax.GradientTransformation, projection: Projection, *,
 def admm(base: optax.GradientTransformation, projection: Projection, *,
          lam: Any = 1e-3, dual_period: int = 32,
          penalty_schedule: str = "constant", total_steps: int | None = None,
-         importance_ema: float = 0.0
+         importance_ema: float = 0.0, seed: Any = 0
          ) -> optax.GradientTransformationExtraArgs:
   """ADMM pruning: :func:`safe` with ``rho = 0`` and a constant penalty."""
   return safe(base, projection, lam=lam, rho=0.0, dual_period=dual_period,
               penalty_schedule=penalty_schedule, total_steps=total_steps,
-              importance_ema=importance_ema)
+              importance_ema=importance_ema, seed=seed)
 
 
 def _fill(partial: Any, full: Any) -> Any:

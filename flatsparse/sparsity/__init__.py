@@ -10,6 +10,7 @@ Example::
     state = tx.init(params)
     updates, state = tx.update(grads, state, params)
     params = optax.apply_updates(params, updates)   # stays exactly sparse
+    fs.sparsity.check_sparse(params, state)   # e.g. at eval: raises if not
 """
 
 from flatsparse.sparsity import distributions
@@ -48,6 +49,7 @@ from flatsparse.sparsity.schedules import OneShot
 from flatsparse.sparsity.schedules import Periodic
 from flatsparse.sparsity.schedules import Polynomial
 from flatsparse.sparsity.updater import apply_masks
+from flatsparse.sparsity.updater import check_sparse
 from flatsparse.sparsity.updater import find_sparse_state
 from flatsparse.sparsity.updater import format_sparsity_table
 from flatsparse.sparsity.updater import get_masks
@@ -68,7 +70,8 @@ __all__ = [
     "default_is_prunable", "layer_sparsities",
     "Block", "Channel", "NM", "topk_mask", "Unstructured",
     "cosine_drop_fraction", "NoUpdate", "OneShot", "Periodic", "Polynomial",
-    "apply_masks", "find_sparse_state", "format_sparsity_table", "get_masks",
-    "masked_params", "reset_where_grown", "SparseState", "SparseUpdater",
+    "apply_masks", "check_sparse", "find_sparse_state",
+    "format_sparsity_table", "get_masks", "masked_params",
+    "reset_where_grown", "SparseState", "SparseUpdater",
     "summarize_sparsity", "vmap_axes",
 ]

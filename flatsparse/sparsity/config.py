@@ -8,11 +8,17 @@ Config keys (all optional except ``algorithm``)::
     sparsity_type      'unstructured' | 'N:M' (e.g. '2:4') | 'block:RxC' | 'channel'
     schedule           'no_update' | 'one_shot' | 'periodic' | 'polynomial'
     update_freq, update_start_step, update_end_step, initial_sparsity
+                       (polynomial reads all four, periodic all but
+                       initial_sparsity, one_shot only update_start_step,
+                       no_update none; a key the schedule does not read is
+                       an error unless None)
     drop_fraction, drop_fraction_end_step          (SET / RigL)
     warmup_steps, sparse_steps, dense_steps, final_sparse_step   (AC/DC)
     overrides          {leaf path: sparsity}
     mask_storage       'uint8' | 'packed'
-    seed               int
+    seed               int, or None: the ``seed`` argument of
+                       create_updater_from_config (the trainer derives it from
+                       the run's seed; see ``flatsparse.rng``)
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ ALGORITHMS: dict[str, Callable[..., SparseUpdater]] = {
 SCHEDULES = ("no_update", "one_shot", "periodic", "polynomial")
 _SCHEDULE_KEYS = ("update_freq", "update_start_step", "update_end_step",
                   "initial_sparsity")
+_SCHEDULE_USES = {"no_update": (), "one_shot": ("update_start_step",),
+                  "periodic": _SCHEDULE_KEYS[:3], "polynomial": _SCHEDULE_KEYS}
 _RENAMED = {"dist_type": "distribution", "sparsity_type": "structure"}
 _PASSED = ("sparsity", "overrides", "mask_storage", "seed", "drop_fraction",
            "drop_fraction_end_step", "warmup_steps", "sparse_steps",
@@ -60,22 +68,45 @@ def register_algorithm(name: str, factory: Callable[..., SparseUpdater],
 
 
 def _schedule(kind: str, cfg: Mapping[str, Any]) -> schedules.Schedule:
-  args = {k: cfg[k] for k in _SCHEDULE_KEYS if k in cfg}
+  used = _SCHEDULE_USES.get(kind, _SCHEDULE_KEYS)
+  # None reads as unset (config_schema completes configs with None).
+  args = {k: cfg[k] for k in used if cfg.get(k) is not None}
+  # A key the schedule does not read would be dropped silently.
+  unused = [k for k in _SCHEDULE_KEYS if cfg.get(k) is not None
+            and k not in used]
+  if unused:
+    uses = ", ".join(_SCHEDULE_USES[kind]) or "none"
+    raise ValueError(
+        f"Schedule {kind!r} does not use "
+        f"{', '.join(f'{k}={cfg[k]!r}' for k in unused)}; the keys it uses: "
+        f"{uses}. Remove them (or set them to None), or use schedule="
+        "'polynomial' for a ramp from initial_sparsity.")
   if kind == "no_update":
     return schedules.NoUpdate()
   if kind == "one_shot":
     return schedules.OneShot(args.get("update_start_step", 0))
   if kind == "periodic":
-    args.pop("initial_sparsity", None)
     return schedules.Periodic(**args)
   if kind == "polynomial":
     return schedules.Polynomial(**args)
   raise ValueError(f"Unknown schedule {kind!r}; allowed: {', '.join(SCHEDULES)}.")
 
 
-def create_updater_from_config(config: Mapping[str, Any]) -> SparseUpdater:
-  """Builds a sparsity updater from a ConfigDict (or any mapping)."""
+def create_updater_from_config(config: Mapping[str, Any], *,
+                               seed: Any = None) -> SparseUpdater:
+  """Builds a sparsity updater from a ConfigDict (or any mapping).
+
+  Args:
+    config: the keys in this module's docstring.
+    seed: the updater's seed (an int or a PRNG key) when ``config.seed`` is
+      absent or None; ``flatsparse.train`` passes
+      ``rng.transform_key(run_seed, 'sparsity')``. Both None: seed 0.
+  """
   cfg = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+  if cfg.get("seed") is None:
+    cfg.pop("seed", None)
+    if seed is not None:
+      cfg["seed"] = seed
   if "algorithm" not in cfg:
     raise ValueError("Sparsity config needs 'algorithm'; allowed: "
                      f"{', '.join(ALGORITHMS)}.")
@@ -90,9 +121,10 @@ def create_updater_from_config(config: Mapping[str, Any]) -> SparseUpdater:
                      f"{sorted(allowed)}.")
   kwargs = {k: cfg[k] for k in _PASSED if k in cfg}
   kwargs.update({new: cfg[old] for old, new in _RENAMED.items() if old in cfg})
-  if "schedule" in cfg:
+  if cfg.get("schedule") is not None:
     kwargs["schedule"] = _schedule(cfg["schedule"], cfg)
-  elif any(k in cfg for k in _SCHEDULE_KEYS):
-    raise ValueError(f"Keys {[k for k in _SCHEDULE_KEYS if k in cfg]} need a "
-                     f"'schedule' (one of {', '.join(SCHEDULES)}).")
+  elif any(cfg.get(k) is not None for k in _SCHEDULE_KEYS):
+    given = [k for k in _SCHEDULE_KEYS if cfg.get(k) is not None]
+    raise ValueError(f"Keys {given} need a 'schedule' (one of "
+                     f"{', '.join(SCHEDULES)}).")
   return ALGORITHMS[name](**kwargs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -52,9 +53,17 @@ def path_str(path: tuple[Any, ...]) -> str:
 
 
 def default_is_prunable(path: str, leaf: Any) -> bool:
-  """Kernels (ndim > 1) are prunable; biases, norms and scalars stay dense."""
+  """Floating-point kernels (ndim > 1) are prunable.
+
+  Biases, norms and scalars stay dense, and so do integer and bool leaves
+  (step counters, embeddings' index tables, quantized weights): their "zero"
+  is not a pruned weight and an optimizer update cannot be masked onto them.
+  A custom ``is_prunable`` that selects such a leaf is an error at ``init``.
+  """
   del path
-  return getattr(leaf, "ndim", 0) > 1
+  dtype = getattr(leaf, "dtype", None)
+  return (getattr(leaf, "ndim", 0) > 1 and dtype is not None
+          and jnp.issubdtype(dtype, jnp.floating))
 
 
 def prunable_leaves(params: Any,
@@ -67,11 +76,18 @@ def prunable_leaves(params: Any,
 
 
 def check_sparsity(value: Any, what: str = "sparsity") -> None:
-  """Raises unless ``value`` is in [0, 1) (skipped for traced values)."""
+  """Raises unless ``value`` is a number in [0, 1) (traced values pass)."""
+  if isinstance(value, jax.core.Tracer):
+    return  # traced (inject_hyperparams inside jit): checked upstream.
   try:
+    if isinstance(value, (str, bytes, bool)):
+      raise TypeError
     v = float(value)
-  except (TypeError, jax.errors.ConcretizationTypeError):
-    return  # traced (e.g. under inject_hyperparams inside jit): checked upstream.
+  except (TypeError, ValueError):
+    # None would otherwise prune nothing, silently.
+    raise ValueError(f"{what} must be a number in [0, 1), got {value!r} "
+                     "(use 0.0, or no_pruning(), to keep every weight)."
+                     ) from None
   if not 0.0 <= v < 1.0:
     raise ValueError(f"{what} must be in [0, 1), got {value!r}.")
 

@@ -17,8 +17,26 @@ algorithms that regrow (SET, RigL, AC/DC) their optimizer moments are reset.
 STE variants leave the dense weights untouched (``u' = u``) and the forward pass
 uses :func:`masked_params`.
 
-The wrapper must be the outermost transformation (last in a chain), or later
-transformations would move pruned weights off zero.
+The wrapper must be the outermost transformation: ``wrap(chain(...))``, not
+``chain(wrap(...), ...)``. A later transformation (``optax.scale``, clipping,
+a second optimizer) would move pruned weights off zero, and nothing inside a
+jitted step can see what comes after it; :func:`check_sparse` (host-side,
+run at each evaluation by ``flatsparse.train``) finds the nonzero pruned
+weights and says so.
+
+Gradient accumulation with ``optax.MultiSteps`` (pinned by
+``tests/sparsity/test_guards.py``):
+
+* ``MultiSteps(wrap(inner), k)`` (recommended): the wrapper runs only on the
+  emitting mini-step, so its counter, and every schedule step
+  (``update_freq``, ``update_end_step``, ...), counts optimizer steps
+  (``k`` mini-steps each); scores see the averaged gradient; mini-steps in
+  between emit zeros, so the weights stay exactly sparse.
+* ``wrap(MultiSteps(inner, k))``: the wrapper runs on every mini-step, so
+  its schedule counts mini-steps and scores see one mini-batch's gradient.
+
+``flatsparse.train``'s ``accum_steps`` averages micro-batches inside one step
+(one ``update``), so there too the schedule counts optimizer steps.
 
 Host-scheduled mask updates: on GPUs, XLA's conditional reads its predicate on
 the host every step. A training loop that knows the step on the host can pass
@@ -34,6 +52,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 
 import jax
@@ -41,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from flatsparse import rng
 from flatsparse.sparsity import distributions
 from flatsparse.sparsity import masks as masks_lib
 from flatsparse.sparsity import schedules
@@ -53,6 +73,7 @@ __all__ = [
     "masked_params",
     "get_masks",
     "find_sparse_state",
+    "check_sparse",
     "vmap_axes",
     "reset_where_grown",
     "summarize_sparsity",
@@ -95,14 +116,17 @@ class SparseUpdater:
     sparsity: target fraction of zeros in [0, 1).
     distribution: ``'uniform'`` or ``'erk'`` (see ``distributions``).
     overrides: ``{leaf path: sparsity}`` fixed per leaf.
-    is_prunable: ``(path, leaf) -> bool``; default ``ndim > 1``.
+    is_prunable: ``(path, leaf) -> bool``; default: floating-point leaves
+      with ``ndim > 1`` (``distributions.default_is_prunable``).
     structure: ``'unstructured'``, ``'2:4'``, ``'block:4x4'``, ``'channel'`` or a
       structure from ``masks``.
     schedule: when and to what sparsity masks are updated.
     score: ``'magnitude'``, ``'random'``, ``'saliency'`` or a callable
       ``(weights, grads, key) -> scores``.
     mask_storage: ``'uint8'`` (1 byte per weight) or ``'packed'`` (1 bit).
-    seed: seeds the PRNG key kept in the state.
+    seed: an int or a PRNG key (may be traced, e.g. under ``vmap``): the
+      base key kept in the state (``flatsparse.rng``). ``flatsparse.train``
+      derives it from the run's seed.
     ste: straight-through: weights stay dense, the forward pass masks them.
     reset_moments_on_grow: zero optimizer moments of weights that regrow
       (only for algorithms with ``regrows``: SET, RigL, AC/DC; prune-by-score
@@ -120,7 +144,7 @@ class SparseUpdater:
       default_factory=schedules.OneShot)
   score: Any = "magnitude"
   mask_storage: str = "uint8"
-  seed: int = 0
+  seed: Any = 0
   ste: bool = False
   reset_moments_on_grow: bool = True
   erk_power: float = 1.0
@@ -147,10 +171,44 @@ class SparseUpdater:
         self.distribution if fixed is None else "uniform",
         overrides=self.overrides, is_prunable=self.is_prunable,
         erk_power=self.erk_power)
+    if not targets and self._prunes():
+      raise ValueError(self._nothing_prunable_message(params))
     for path, leaf in distributions.prunable_leaves(
         params, lambda p, _: p in targets).items():
+      dtype = getattr(leaf, "dtype", None)
+      if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"Leaf {path!r} has dtype {dtype} and was selected for pruning "
+            "(by is_prunable or overrides); only floating-point leaves can be "
+            "pruned. Exclude it in is_prunable.")
       self.structure.check(tuple(leaf.shape), path)
     return targets
+
+  def _prunes(self) -> bool:
+    """Whether this updater is asked to prune anything (traced: assume so)."""
+    if self.structure.fixed_sparsity() is not None:
+      return True
+    try:
+      return float(self.sparsity) != 0.0
+    except (TypeError, jax.errors.ConcretizationTypeError):
+      return True
+
+  def _nothing_prunable_message(self, params: Any) -> str:
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    seen = [f"{distributions.path_str(p)} "
+            f"{getattr(x, 'dtype', type(x).__name__)}{list(np.shape(x))}"
+            for p, x in flat]
+    predicate = getattr(self.is_prunable, "__qualname__",
+                        repr(self.is_prunable))
+    if self.is_prunable is distributions.default_is_prunable:
+      predicate += " (floating-point leaves with ndim > 1)"
+    more = " ..." if len(seen) > 20 else ""
+    return (
+        f"{type(self).__name__}(sparsity={self.sparsity!r}) found no prunable "
+        f"leaf: is_prunable={predicate} selects none of the {len(seen)} "
+        f"leaves it saw: {', '.join(seen[:20])}{more}. Nothing would be "
+        "pruned. Pass an is_prunable that selects the leaves to prune (or "
+        "overrides naming them), or use no_pruning().")
 
   def _targets_tree(self, params: Any) -> Any:
     """Pytree like params: target sparsity per prunable leaf, None elsewhere."""
@@ -227,7 +285,7 @@ class SparseUpdater:
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
-      key = jax.random.PRNGKey(self.seed)
+      key = rng.base_key(self.seed)
       masks = _map_masked(lambda m, p: None if m is None else _place_like(m, p),
                           self.init_masks(params, key), params)
       return SparseState(inner_state=inner.init(params),
@@ -299,7 +357,7 @@ class SparseUpdater:
     Uses the updater's score and structure with the full (final) per-leaf
     sparsity; ``grads`` are needed by the saliency score. Masks are bool.
     """
-    key = jax.random.PRNGKey(self.seed) if key is None else key
+    key = rng.base_key(self.seed) if key is None else key
     targets = self._targets_tree(params)
     grads = jax.tree.map(lambda _: None, params) if grads is None else grads
     dense = _map_masked(lambda t, p: None if t is None else
@@ -370,6 +428,69 @@ def get_masks(opt_state: Any, params: Any) -> Any:
           else m.astype(bool)), stored, params)
 
 
+def check_sparse(params: Any, opt_state: Any, *,
+                 updater: SparseUpdater | None = None,
+                 action: str = "raise") -> dict[str, tuple[int, int]]:
+  """Checks on the host that every weight the masks prune is exactly zero.
+
+  After any ``update`` of a (non-STE) sparsity wrapper that is the outermost
+  transformation, ``p == 0`` wherever the stored mask is 0. A nonzero pruned
+  weight means a transformation ran after the wrapper (``chain(wrap(adamw),
+  scale(0.5))``), or the parameters were changed outside the optimizer.
+  ``flatsparse.train`` calls this at each evaluation. Costs one host copy of
+  the parameters and masks; nothing runs inside the jitted step.
+
+  Args:
+    params: the parameters (on device or host; a leading ``vmap`` axis on
+      both params and state is fine).
+    opt_state: an optimizer state holding a :class:`SparseState`.
+    updater: the wrapper's updater, if known: STE updaters (``ste=True``)
+      keep dense weights by design and are not checked. Without it the check
+      assumes a non-STE wrapper.
+    action: ``'raise'`` (ValueError) or ``'warn'`` (UserWarning) when some
+      pruned weight is nonzero.
+
+  Returns:
+    ``{leaf path: (nonzero pruned weights, pruned weights)}`` of the leaves
+    that break the invariant (empty when all pruned weights are zero, when
+    the updater is STE, or before the first ``update``: the masks drawn at
+    ``init`` are applied by the first update).
+
+  Raises:
+    ValueError: with ``action='raise'``, naming the leaves and counts and the
+      fix; or for an unknown ``action``; or without a SparseState.
+  """
+  if action not in ("raise", "warn"):
+    raise ValueError(f"action must be 'raise' or 'warn', got {action!r}.")
+  state = find_sparse_state(opt_state)
+  if (updater is not None and updater.ste) or not np.any(
+      np.asarray(jax.device_get(state.count)) > 0):
+    return {}
+  masks, params = jax.device_get((get_masks(opt_state, params), params))
+  flat, treedef = jax.tree_util.tree_flatten_with_path(masks, is_leaf=_is_none)
+  bad = {}
+  for (path, m), p in zip(flat, treedef.flatten_up_to(params)):
+    if m is None:
+      continue
+    pruned = ~np.asarray(m, bool)
+    nonzero = int(np.count_nonzero(np.asarray(p)[pruned]))
+    if nonzero:
+      bad[distributions.path_str(path)] = (nonzero, int(pruned.sum()))
+  if bad:
+    leaves = "; ".join(f"{n} of the {t} pruned weights of {k}"
+                       for k, (n, t) in bad.items())
+    message = (
+        f"check_sparse: nonzero pruned weights: {leaves}. The sparsity "
+        "wrapper must be the outermost transformation: wrap(chain(...)), not "
+        "chain(wrap(...), ...); and parameters must change only through its "
+        "updates. (STE wrappers keep dense weights by design: pass "
+        "updater= to skip them.)")
+    if action == "raise":
+      raise ValueError(message)
+    warnings.warn(message, stacklevel=2)
+  return bad
+
+
 def masked_params(params: Any, opt_state: Any) -> Any:
   """Parameters for the forward pass, masked with a straight-through gradient.
 
@@ -389,7 +510,10 @@ def vmap_axes(opt_state: Any, axis: int = 0) -> Any:
   Every leaf is batched along ``axis`` except the step counters of sparse
   states, which stay shared. An unbatched counter keeps the schedule predicate
   a real ``lax.cond``; a batched one turns it into a select that computes new
-  masks on every step.
+  masks on every step. The keys are batched: give each seed its own by
+  building the wrapper inside the vmapped ``init`` from the traced seed
+  (``jax.vmap(lambda p, s: make_tx(seed=s).init(p))``; see
+  ``flatsparse.rng``), or every lane draws the same random masks.
   """
   def axes(node):
     if isinstance(node, SparseState):
@@ -406,6 +530,8 @@ def summarize_sparsity(params: Any, is_prunable=None) -> dict[str, Any]:
   Returns:
     ``{'leaves': {path: {'size', 'nnz', 'sparsity'}}, 'size', 'nnz',
     'sparsity', 'prunable_size', 'prunable_nnz', 'prunable_sparsity'}``.
+    A total over no entries (no prunable leaf, or an empty tree) is
+    reported as sparsity 0.0, with a UserWarning when no leaf is prunable.
   """
   is_prunable = is_prunable or distributions.default_is_prunable
   leaves, size, nnz, psize, pnnz = {}, 0, 0, 0, 0
@@ -413,14 +539,23 @@ def summarize_sparsity(params: Any, is_prunable=None) -> dict[str, Any]:
     name = distributions.path_str(path)
     arr = np.asarray(leaf)
     n, z = int(arr.size), int(np.count_nonzero(arr))
-    leaves[name] = {"size": n, "nnz": z, "sparsity": 1 - z / max(n, 1),
+    leaves[name] = {"size": n, "nnz": z, "sparsity": 1 - z / n if n else 0.0,
                     "prunable": bool(is_prunable(name, leaf))}
     size, nnz = size + n, nnz + z
     if leaves[name]["prunable"]:
       psize, pnnz = psize + n, pnnz + z
+  if not psize:
+    # 1 - 0/0 would report a dense model as fully pruned.
+    predicate = getattr(is_prunable, "__qualname__", repr(is_prunable))
+    warnings.warn(
+        f"summarize_sparsity: is_prunable={predicate} selects none of the "
+        f"{len(leaves)} leaves ({', '.join(list(leaves)[:10])}"
+        f"{' ...' if len(leaves) > 10 else ''}); prunable sparsity is "
+        "reported as 0.0.", stacklevel=2)
+  ratio = lambda z, n: 1 - z / n if n else 0.0  # noqa: E731
   return {"leaves": leaves, "size": size, "nnz": nnz,
-          "sparsity": 1 - nnz / max(size, 1), "prunable_size": psize,
-          "prunable_nnz": pnnz, "prunable_sparsity": 1 - pnnz / max(psize, 1)}
+          "sparsity": ratio(nnz, size), "prunable_size": psize,
+          "prunable_nnz": pnnz, "prunable_sparsity": ratio(pnnz, psize)}
 
 
 def format_sparsity_table(summary: Mapping[str, Any]) -> str:

@@ -8,6 +8,11 @@ from flatsparse.train.builders import OPTIMIZERS
 from flatsparse.train.builders import register_model
 from flatsparse.train.builders import register_optimizer
 from flatsparse.train.checkpoint import Checkpointer
+from flatsparse.train import config_schema
+from flatsparse.train.config_schema import complete as complete_config
+from flatsparse.train import faults
+from flatsparse.train.faults import NonFiniteLossError
+from flatsparse.train.faults import Preempted
 from flatsparse.train.loop import train_and_evaluate
 from flatsparse.train.loop import validate_config
 from flatsparse.train.metrics import MetricWriter
@@ -22,7 +27,8 @@ from flatsparse.train.step import make_train_step
 
 __all__ = [
     "recalibrate_batch_stats", "build_model", "build_optimizer", "MODELS", "OPTIMIZERS",
-    "register_model", "register_optimizer", "Checkpointer",
+    "register_model", "register_optimizer", "Checkpointer", "config_schema",
+    "complete_config", "faults", "NonFiniteLossError", "Preempted",
     "train_and_evaluate", "validate_config", "MetricWriter", "Progress",
     "read_metrics", "sparsity_scalars", "sharpness", "create_train_state",
     "TrainState",

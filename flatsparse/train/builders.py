@@ -8,6 +8,9 @@ optimizer's own keywords (``momentum``, ``nesterov``, ``weight_decay``, ``b1``..
 ``config.flatness`` (optional): ``name`` (one of ``FLATNESS``, e.g. ``sam``)
 and its keywords; it goes first in the chain. ``config.sparsity`` (optional):
 a ``flatsparse.sparsity`` config; the wrapper goes outermost.
+Seeds: every transform with random choices gets its key from the run's seed
+(``flatsparse.rng.transform_key(seed, role)``, roles ``'sparsity'``,
+``'optimizer'``, ``'safe'``) unless its config sets ``seed``.
 ``config.safe`` (optional): a ``flatsparse.safe`` config (SAFE, SAFE+, ADMM,
 IHT) wrapping the optimizer; it brings its own SAM radius ``rho``, so it
 excludes ``config.flatness`` and ``config.sparsity``. Later capabilities
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import inspect
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -26,6 +31,7 @@ import optax
 
 from flatsparse import flatness
 from flatsparse import models
+from flatsparse import rng
 from flatsparse import safe
 from flatsparse import sparsity
 
@@ -137,9 +143,14 @@ def build_flatness(config: Mapping[str, Any]) -> optax.GradientTransformation:
 def build_optimizer(config: Mapping[str, Any], total_steps: int,
                     sparsity_config: Mapping[str, Any] | None = None,
                     flatness_config: Mapping[str, Any] | None = None,
-                    safe_config: Mapping[str, Any] | None = None
-                    ) -> optax.GradientTransformation:
-  """``sparsity.wrap(chain(flatness, optimizer))`` or ``safe(optimizer)``."""
+                    safe_config: Mapping[str, Any] | None = None,
+                    seed: Any = None) -> optax.GradientTransformation:
+  """``sparsity.wrap(chain(flatness, optimizer))`` or ``safe(optimizer)``.
+
+  ``seed`` is the run's seed: each transform with random choices whose config
+  leaves ``seed`` unset (or None) gets ``rng.transform_key(seed, role)``. With
+  ``seed=None`` the transforms keep their own defaults (seed 0).
+  """
   if safe_config and (sparsity_config or flatness_config):
     raise ValueError(
         "config.safe excludes config.sparsity and config.flatness: SAFE/ADMM/"
@@ -157,17 +168,32 @@ def build_optimizer(config: Mapping[str, Any], total_steps: int,
   lr = build_learning_rate(cfg, total_steps)
   for key in ("learning_rate", "schedule", "warmup_steps"):
     cfg.pop(key, None)
+  if cfg.get("seed", None) is None:
+    cfg.pop("seed", None)
+    if seed is not None and _takes_seed(OPTIMIZERS[name]):
+      cfg["seed"] = rng.transform_key(seed, "optimizer")
   try:
     tx = OPTIMIZERS[name](lr, **cfg)
   except TypeError as e:
     raise ValueError(f"Bad arguments for optimizer {name!r}: {e}") from e
+  def key(role):
+    return None if seed is None else rng.transform_key(seed, role)
   if safe_config:
-    return safe.create_from_config(safe_config, tx, total_steps)
+    return safe.create_from_config(safe_config, tx, total_steps,
+                                   seed=key("safe"))
   if flatness_config:
     tx = optax.chain(build_flatness(flatness_config), tx)
   if sparsity_config:
-    tx = sparsity.create_updater_from_config(sparsity_config).wrap(tx)
+    tx = sparsity.create_updater_from_config(
+        sparsity_config, seed=key("sparsity")).wrap(tx)
   return tx
+
+
+def _takes_seed(factory: Callable[..., Any]) -> bool:
+  try:
+    return "seed" in inspect.signature(factory).parameters
+  except (TypeError, ValueError):  # builtins without a signature
+    return False
 
 
 def host_mask_schedule(sparsity_config: Mapping[str, Any] | None,

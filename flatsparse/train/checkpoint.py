@@ -22,8 +22,16 @@ written in a background thread, and ``wait()`` (or the next ``save``, or
 ``close``) blocks until they are durable. Orbax writes each step into
 ``<step>.orbax-checkpoint-tmp-*`` and renames it to ``<step>`` only when
 complete, so a crash mid-save never corrupts or hides the previous checkpoint;
-leftover temporary folders are ignored, and deleted in the background when the
-next ``Checkpointer`` opens the directory (done before its first save).
+leftover temporary folders are ignored, and deleted when the next
+``Checkpointer`` opens the directory.
+
+A complete folder can still be damaged afterwards (a disk fault, a file
+truncated by a full quota or a bad copy). ``restore()`` without a ``step`` then
+falls back to the newest readable step and logs one warning per skipped step
+with its path and the reason; it raises :class:`UnreadableCheckpointError`
+(listing every step's path and reason) only when no step is readable. A step
+a fallback skipped is deleted by this ``Checkpointer``'s next ``save`` (orbax
+would otherwise take it for the latest and save no older step).
 
 Pytree conventions carried over unchanged: ``None`` leaves (dense layers in
 ``SparseState.masks``) are empty subtrees, saved and restored as ``None``;
@@ -33,9 +41,14 @@ NamedTuples and ``flax.struct`` dataclasses come back as the same types when
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import inspect
 import json
+import logging as pylogging
 import numbers
 import os
+import sys
 from typing import Any, Mapping
 
 from absl import logging
@@ -45,10 +58,79 @@ from etils import epath
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_policies
 
-__all__ = ["Checkpointer"]
+__all__ = ["Checkpointer", "UnreadableCheckpointError"]
 
 _STATE = "state"
 _METADATA = "metadata"
+
+
+class UnreadableCheckpointError(OSError):
+  """A checkpoint's files cannot be read (truncated, garbage, missing).
+
+  Attributes:
+    reasons: ``{step: (path, reason)}`` for each unreadable step.
+  """
+
+  def __init__(self, message: str, reasons: Mapping[int, tuple[str, str]]):
+    super().__init__(message)
+    self.reasons = dict(reasons)
+
+
+# JSON files of a step folder, checked to name the damaged one in a reason.
+_JSON_FILES = ("_CHECKPOINT_METADATA", f"{_STATE}/_METADATA",
+               f"{_STATE}/_sharding", f"{_METADATA}/metadata")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+  text = " ".join(str(text).split())
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _reason(step_dir: epath.Path, error: BaseException) -> str:
+  """Why a step cannot be read: the damaged JSON file if any, and the error."""
+  damaged = []
+  for name in _JSON_FILES:
+    path = step_dir / name
+    try:
+      if path.exists():
+        json.loads(path.read_text())
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError.
+      damaged.append(name)
+  prefix = f"{', '.join(damaged)} not valid JSON; " if damaged else ""
+  return _one_line(f"{prefix}{type(error).__name__}: {error}")
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads():
+  """Silences the leftovers of a failed orbax read (on failure only).
+
+  When one array of a step cannot be read, orbax's other read tasks are
+  left unawaited; garbage-collected later, each prints a traceback ("Task
+  exception was never retrieved", "Exception ignored in: <coroutine ...>",
+  "Event loop is closed"). The error itself is reported by the caller, once.
+  Leftovers collected after this context may still print (rarely).
+  """
+  def quiet_task_errors(record: pylogging.LogRecord) -> bool:
+    return "exception was never retrieved" not in record.getMessage()
+
+  def quiet_unraisable(unraisable: Any) -> None:
+    if not (inspect.iscoroutine(unraisable.object) or
+            "Event loop is closed" in str(unraisable.exc_value)):
+      previous_hook(unraisable)
+
+  try:
+    yield
+  except Exception:
+    asyncio_logger = pylogging.getLogger("asyncio")
+    previous_hook = sys.unraisablehook
+    asyncio_logger.addFilter(quiet_task_errors)
+    sys.unraisablehook = quiet_unraisable
+    try:
+      gc.collect()
+    finally:
+      sys.unraisablehook = previous_hook
+      asyncio_logger.removeFilter(quiet_task_errors)
+    raise
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -122,6 +204,7 @@ class Checkpointer:
 
   Attributes:
     directory: where the step folders are written.
+    restored_step: the step the latest ``restore`` read (None before).
     every_steps: ``save`` writes only when ``step % every_steps == 0`` (or
       ``force=True``, or a preemption was signalled to JAX's coordinator).
     keep: the number of most recent checkpoints kept; older ones are deleted
@@ -169,6 +252,10 @@ class Checkpointer:
         self.directory, options=options,
         item_handlers={_STATE: ocp.StandardCheckpointHandler(),
                        _METADATA: ocp.JsonCheckpointHandler()})
+    # Steps a fallback restore skipped, {step: (path, reason)}; deleted by
+    # the next save (see _delete_unreadable).
+    self._unreadable: dict[int, tuple[str, str]] = {}
+    self.restored_step: int | None = None
 
   # ---- queries ---------------------------------------------------------------
 
@@ -179,6 +266,18 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     """Steps of all kept checkpoints, oldest first."""
     return sorted(self._manager.all_steps())
+
+  def should_save(self, step: int, force: bool = False) -> bool:
+    """Whether ``save(step, ..., force=force)`` would write a checkpoint.
+
+    Like ``save``, it first deletes the steps a fallback restore skipped.
+    """
+    step = _as_step(step)
+    if self._unreadable:
+      self._delete_unreadable()
+    if step in self._manager.all_steps():
+      return False
+    return force or self._manager.should_save(step)
 
   # ---- save / restore --------------------------------------------------------
 
@@ -208,6 +307,8 @@ class Checkpointer:
     """
     step = _as_step(step)
     metadata = _check_metadata(metadata)
+    if self._unreadable:
+      self._delete_unreadable()
     if step in self._manager.all_steps():
       logging.info("Checkpoint for step %d already exists in %s; not saving.",
                    step, self.directory)
@@ -222,7 +323,7 @@ class Checkpointer:
 
   def restore(self, state_like: Any, step: int | None = None
               ) -> tuple[Any, dict[str, Any]]:
-    """Restores the checkpoint at ``step`` (default: the latest).
+    """Restores the checkpoint at ``step`` (default: the newest readable one).
 
     Args:
       state_like: a pytree with the saved structure: concrete arrays or
@@ -231,14 +332,20 @@ class Checkpointer:
         ShapeDtypeStructs with a ``sharding``, onto that sharding (any mesh
         and layout, not necessarily the one saved from). Numpy leaves come
         back as numpy, ``None`` leaves as ``None``.
-      step: which checkpoint; None for the latest.
+      step: which checkpoint; None for the latest. With None, a latest step
+        whose files cannot be read (truncated or garbage) is skipped with one
+        warning naming its path and the reason, and the next older one is
+        tried; a given ``step`` is never replaced by another.
 
     Returns:
       ``(state, metadata)``: the restored pytree (same tree structure and
       node types as ``state_like``) and the metadata dict given to ``save``.
+      ``restored_step`` holds the step it came from.
 
     Raises:
       FileNotFoundError: if there is no checkpoint (at ``step``).
+      UnreadableCheckpointError: if the files of ``step`` (or, with None, of
+        every step) cannot be read; it lists each step's path and reason.
       ValueError: if the checkpoint's tree structure or shapes differ from
         ``state_like``.
     """
@@ -246,25 +353,80 @@ class Checkpointer:
     if step is None:
       if not steps:
         raise FileNotFoundError(f"No checkpoint in {self.directory}.")
-      step = steps[-1]
+      candidates = steps[::-1]
     else:
       step = _as_step(step)
       if step not in steps:
         raise FileNotFoundError(
             f"No checkpoint for step {step} in {self.directory}; available "
             f"steps: {steps or 'none'}.")
+      candidates = [step]
     abstract = jax.tree.map(_abstract_leaf, state_like)
-    self._check_leaf_count(step, abstract)
+    skipped: dict[int, tuple[str, str]] = {}
+    for candidate in candidates:
+      try:
+        state, metadata = self._restore_step(candidate, abstract)
+      except UnreadableCheckpointError as e:
+        if step is not None:
+          raise
+        skipped.update(e.reasons)
+        continue
+      for bad, (path, reason) in skipped.items():
+        logging.warning("Skipped unreadable checkpoint step %d at %s (%s); "
+                        "restored step %d.", bad, path, reason, candidate)
+      self._unreadable.update(skipped)
+      self.restored_step = candidate
+      return state, metadata
+    listing = "; ".join(f"step {s} at {path}: {reason}"
+                        for s, (path, reason) in skipped.items())
+    raise UnreadableCheckpointError(
+        f"No readable checkpoint in {self.directory}: {listing}. Move or "
+        "delete the damaged step folders to start over.", skipped)
+
+  def _step_dir(self, step: int) -> epath.Path:
+    return epath.Path(self.directory) / str(step)
+
+  def _unreadable_error(self, step: int, error: BaseException
+                        ) -> UnreadableCheckpointError:
+    path = str(self._step_dir(step))
+    reason = _reason(self._step_dir(step), error)
+    return UnreadableCheckpointError(
+        f"Checkpoint step {step} at {path} is unreadable: {reason}",
+        {step: (path, reason)})
+
+  def _restore_step(self, step: int, abstract: Any
+                    ) -> tuple[Any, dict[str, Any]]:
+    """One step; damaged files raise UnreadableCheckpointError."""
     try:
-      restored = self._manager.restore(
-          step, args=ocp.args.Composite(**{
-              _STATE: ocp.args.StandardRestore(abstract),
-              _METADATA: ocp.args.JsonRestore(),
-          }))
-    except ValueError as e:
-      raise ValueError(
-          f"Checkpoint step {step} in {self.directory} does not match "
-          f"state_like: {e}") from e
+      tree = getattr(self._manager.item_metadata(step)[_STATE], "tree", None)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._unreadable_error(step, e) from e
+    if tree is not None:
+      saved, wanted = len(jax.tree.leaves(tree)), len(jax.tree.leaves(abstract))
+      if saved != wanted:
+        raise ValueError(
+            f"Checkpoint step {step} in {self.directory} does not match "
+            f"state_like: it has {saved} array leaves, state_like has "
+            f"{wanted} (a None leaf where the other side has an array, or a "
+            "different model/optimizer?).")
+    try:
+      with _quiet_failed_reads():
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{
+                _STATE: ocp.args.StandardRestore(abstract),
+                _METADATA: ocp.args.JsonRestore(),
+            }))
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax raises ValueError both for a state_like that does not match and
+      # for damaged files. Reading the step without a target tells them
+      # apart: it fails only if the files are damaged.
+      if self._readable(step):
+        if isinstance(e, ValueError):
+          raise ValueError(
+              f"Checkpoint step {step} in {self.directory} does not match "
+              f"state_like: {e}") from e
+        raise
+      raise self._unreadable_error(step, e) from e
     state = restored[_STATE]
     # Orbax treats None on either side as "skip this subtree"; the leaf count
     # above and this check turn such mismatches into errors.
@@ -276,19 +438,37 @@ class Checkpointer:
           "other side has an array?).")
     return state, dict(restored[_METADATA] or {})
 
-  def _check_leaf_count(self, step: int, abstract: Any) -> None:
-    """Errors if the saved tree has arrays that ``state_like`` lacks."""
-    metadata = self._manager.item_metadata(step)[_STATE]
-    tree = getattr(metadata, "tree", None)
-    if tree is None:
-      return
-    saved, wanted = len(jax.tree.leaves(tree)), len(jax.tree.leaves(abstract))
-    if saved != wanted:
-      raise ValueError(
-          f"Checkpoint step {step} in {self.directory} does not match "
-          f"state_like: it has {saved} array leaves, state_like has {wanted} "
-          "(a None leaf where the other side has an array, or a different "
-          "model/optimizer?).")
+  def _delete_unreadable(self) -> None:
+    """Deletes the steps a fallback restore skipped (before the next save).
+
+    They are newer than the restored step: left in place, they would count
+    as the latest checkpoint, and orbax saves no step older than the latest.
+    Each is read once more first, so a transient read error (remote storage)
+    never deletes a good checkpoint.
+    """
+    for step, (path, _) in sorted(self._unreadable.items()):
+      if step not in self._manager.all_steps():
+        continue
+      if self._readable(step):
+        logging.warning("Checkpoint step %d at %s, skipped by restore, reads "
+                        "now; kept.", step, path)
+        continue
+      logging.warning("Deleting unreadable checkpoint step %d at %s "
+                      "(skipped by restore).", step, path)
+      self._manager.delete(step)
+    self._unreadable.clear()
+
+  def _readable(self, step: int) -> bool:
+    """Whether every file of ``step`` reads back (as saved, no target)."""
+    try:
+      with _quiet_failed_reads():
+        self._manager.restore(step, args=ocp.args.Composite(**{
+            _STATE: ocp.args.StandardRestore(),
+            _METADATA: ocp.args.JsonRestore(),
+        }))
+    except Exception:  # pylint: disable=broad-except
+      return False
+    return True
 
   # ---- lifecycle -------------------------------------------------------------
 

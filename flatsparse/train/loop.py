@@ -5,8 +5,16 @@ the config schema (see ``configs/digits_mlp.py``), resumes from the latest
 checkpoint in ``workdir`` if there is one, trains with the generic jitted step
 (data-parallel over all local devices when there are several), and writes the
 resolved config, metrics as JSON lines and TensorBoard events, per-layer
-sparsity, and orbax checkpoints. A non-finite loss stops the run with the
-step where it first appeared; no checkpoint is written after it.
+sparsity, and orbax checkpoints.
+
+Faults: a non-finite loss stops the run (:class:`NonFiniteLossError`) within
+``NONFINITE_LAG`` steps of the step where it first appeared, read from the
+device with that lag so the loop never waits for the step it just queued; no
+checkpoint is written at or after that step. SIGTERM or SIGINT (preemption)
+finishes the current step, saves a checkpoint there and raises
+:class:`Preempted`, a ``SystemExit`` with status 128 + the signal number (143,
+130); rerunning resumes exactly. A workdir whose ``config.json`` differs from
+the new config is refused unless ``allow_config_change=True``.
 """
 
 from __future__ import annotations
@@ -26,12 +34,20 @@ from flatsparse import sparsity
 from flatsparse.train import batch_norm
 from flatsparse.train import builders
 from flatsparse.train import checkpoint as checkpoint_lib
+from flatsparse.train import config_schema
+from flatsparse.train import faults
 from flatsparse.train import metrics as metrics_lib
 from flatsparse.train import state as state_lib
 from flatsparse.train import step as step_lib
 
+# Re-exported: the faults a run raises.
+NONFINITE_LAG = faults.NONFINITE_LAG
+NonFiniteLossError = faults.NonFiniteLossError
+Preempted = faults.Preempted
+
 __all__ = ["REQUIRED_KEYS", "OPTIONAL_KEYS", "validate_config",
-           "train_and_evaluate", "evaluate", "make_loader"]
+           "train_and_evaluate", "evaluate", "make_loader", "Preempted",
+           "NonFiniteLossError", "NONFINITE_LAG"]
 
 REQUIRED_KEYS = ("dataset", "model", "optimizer", "steps", "batch_size")
 OPTIONAL_KEYS = {
@@ -47,18 +63,35 @@ OPTIONAL_KEYS = {
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
-  """Checks the top-level schema; returns it with defaults filled in."""
+  """Checks the schema; returns the config with defaults filled in.
+
+  The sections (``config_schema.SECTIONS``: dataset, model, optimizer,
+  sparsity, flatness, safe) come back as plain dicts without their unset
+  keys (None where the schema's default is None), i.e. what the builders
+  get. An unknown key, top-level or in a section whose keys the schema
+  knows, raises a ValueError naming the allowed keys and the closest one.
+  """
   cfg = dict(config.items())
   missing = [k for k in REQUIRED_KEYS if k not in cfg or cfg[k] is None]
   if missing:
     raise ValueError(f"Config is missing required keys {missing}; required: "
                      f"{list(REQUIRED_KEYS)}.")
-  unknown = sorted(set(cfg) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+  allowed = set(REQUIRED_KEYS) | set(OPTIONAL_KEYS)
+  unknown = sorted(set(cfg) - allowed)
   if unknown:
-    raise ValueError(f"Unknown config keys {unknown}; allowed: "
-                     f"{sorted(set(REQUIRED_KEYS) | set(OPTIONAL_KEYS))}.")
+    raise ValueError(config_schema.unknown_keys_message(unknown, allowed))
   for key, default in OPTIONAL_KEYS.items():
     cfg.setdefault(key, default)
+  for section in config_schema.SECTIONS:
+    cfg[section] = config_schema.drop_unset(section, cfg[section])
+    schema = (cfg[section] is not None and section != "dataset"
+              and config_schema.section_schema(section, cfg[section]))
+    if schema:
+      known = set(schema) | set(config_schema.REQUIRED_SECTION_KEYS[section])
+      unknown = sorted(set(cfg[section]) - known)
+      if unknown:
+        raise ValueError(config_schema.unknown_keys_message(
+            [f"{section}.{k}" for k in unknown], known, f"config.{section}"))
   for key in ("steps", "batch_size", "log_every", "eval_every",
               "checkpoint_every", "keep_checkpoints", "accum_steps"):
     if not isinstance(cfg[key], int) or cfg[key] < 1:
@@ -170,21 +203,52 @@ def finalize_safe(model, state: state_lib.TrainState, safe_config: Any,
   return state.replace(params=params, batch_stats=batch_stats)
 
 
-def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False
+def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False,
+                       allow_config_change: bool = False
                        ) -> dict[str, float] | tuple[dict[str, float], Any]:
   """Runs (or resumes) one training run; returns the final eval metrics.
 
-  With ``return_state=True`` returns ``(metrics, final TrainState)``, e.g. to
-  measure the sharpness of the solution afterwards.
+  Resuming needs the same resolved config as the workdir's ``config.json``;
+  otherwise a ValueError lists the differing keys (dotted paths, old -> new).
+  SIGTERM and SIGINT save a checkpoint at the current step and raise
+  :class:`Preempted` (handlers installed only during the call, in the main
+  thread); a non-finite loss raises :class:`NonFiniteLossError`.
+
+  Args:
+    config: the run's config (see ``configs/digits_mlp.py``).
+    workdir: where the run writes; resumed from its latest readable
+      checkpoint.
+    return_state: also return the final TrainState, e.g. to measure the
+      sharpness of the solution afterwards.
+    allow_config_change: continue a workdir whose config differs; the old
+      ``config.json``/``.txt`` is kept as ``config.<step>.json``/``.txt``
+      (``<step>``: where the new config takes over).
+
+  Returns:
+    The final eval metrics, or ``(metrics, final TrainState)``.
+
+  Raises:
+    Preempted: after SIGTERM/SIGINT, once the checkpoint is durable.
+    NonFiniteLossError: if the loss became NaN or inf.
+    ValueError: if the config is invalid or differs from the workdir's.
   """
+  with faults.StopSignals() as stop:
+    return _train_and_evaluate(config, workdir, return_state,
+                               allow_config_change, stop)
+
+
+def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
+                        allow_config_change: bool, stop: faults.StopSignals
+                        ) -> dict[str, float] | tuple[dict[str, float], Any]:
   cfg = validate_config(config)
   os.makedirs(workdir, exist_ok=True)
+  config_changes = faults.check_config_change(workdir, config, allow_config_change)
   writer = metrics_lib.MetricWriter(workdir)
-  writer.write_config(config)
   loader, sample = make_loader(cfg["dataset"], cfg["batch_size"])
   model = builders.build_model(cfg["model"], loader.num_classes)
   tx = builders.build_optimizer(cfg["optimizer"], cfg["steps"],
-                                cfg["sparsity"], cfg["flatness"], cfg["safe"])
+                                cfg["sparsity"], cfg["flatness"], cfg["safe"],
+                                seed=cfg["seed"])
   state = state_lib.create_train_state(model, tx, jnp.asarray(sample),
                                        cfg["seed"])
   checkpoints = checkpoint_lib.Checkpointer(
@@ -195,6 +259,12 @@ def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False
     state, _ = checkpoints.restore(state)
     start = int(state.step)
     logging.info("Resumed from step %d in %s", start, workdir)
+  if config_changes:
+    kept = writer.keep_previous_config(start)
+    logging.warning("Continuing %s at step %d with a changed config (%s); the "
+                    "previous one is kept as %s.", workdir, start,
+                    ", ".join(key for key, _, _ in config_changes), kept)
+  writer.write_config(config)
   mesh = _mesh(cfg["data_parallel"], cfg["batch_size"])
   eval_batch_size = cfg["eval_batch_size"]
   if mesh is not None:
@@ -208,7 +278,22 @@ def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False
                        donate_argnums=0, static_argnames="mask_update")
   mask_updates = _mask_update_flags(cfg, state, start)
   eval_step = jax.jit(step_lib.make_eval_step(model))
-  first_bad = jnp.int32(-1)  # first step with a non-finite loss, on device
+  non_finite = faults.NonFiniteCheck(faults.NONFINITE_LAG)
+
+  def stop_if_non_finite(bad: int | None, step: int) -> None:
+    if bad is None:
+      return
+    checkpoints.wait()
+    latest = checkpoints.latest_step()
+    checkpoints.close()
+    writer.close()
+    where = ("none" if latest is None else
+             f"step {latest} in {checkpoints.directory}")
+    raise faults.NonFiniteLossError(
+        f"Loss became NaN or inf (non-finite) at step {bad} of {workdir}; "
+        f"stopped at step {step}. The last good checkpoint is {where}.",
+        bad, step, latest)
+
   progress = metrics_lib.Progress(cfg["steps"])
   batches = loader.train_batches(seed=cfg["seed"], start_step=start)
   result: dict[str, float] = {}
@@ -216,22 +301,18 @@ def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False
     options = ({} if mask_updates is None else
                {"mask_update": bool(mask_updates[step - 1])})
     state, metrics = train_step(state, _place(next(batches), mesh), **options)
-    first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(metrics["loss"]),
-                          step, first_bad)
+    stop_if_non_finite(non_finite.update(step, metrics["loss"]), step)
     last = step == cfg["steps"]
     if step % cfg["log_every"] == 0 or last or step % cfg[
         "checkpoint_every"] == 0:
-      bad = int(first_bad)
-      if bad >= 0:
-        checkpoints.wait()
-        raise FloatingPointError(
-            f"Loss became {float(metrics['loss'])} (non-finite) at step {bad} "
-            f"of {workdir}; stopped. The last good checkpoint is step "
-            f"{checkpoints.latest_step()}.")
+      stop_if_non_finite(non_finite.now(), step)
       scalars = {f"train/{k}": float(v) for k, v in
                  jax.device_get(metrics).items()}
       writer.write_scalars(step, scalars)
     if step % cfg["eval_every"] == 0 or last:
+      if cfg["sparsity"]:  # pruned weights exactly 0 (skips STE); else raises
+        sparsity.check_sparse(state.params, state.opt_state, updater=sparsity
+                              .create_updater_from_config(cfg["sparsity"]))
       scalars = {}
       eval_state = state
       if last and cfg["safe"]:
@@ -244,8 +325,14 @@ def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False
       writer.write_scalars(step, {
           **scalars, **{f"eval/{k}": v for k, v in result.items()},
           **metrics_lib.sparsity_scalars(jax.device_get(eval_state.params))})
-    checkpoints.save(step, state, metadata={"data_step": step}, force=last)
+    stopping = stop.signum is not None  # read once: signals arrive any time
+    if stopping or last or checkpoints.should_save(step):
+      stop_if_non_finite(non_finite.now(), step)  # never save after NaN
+    checkpoints.save(step, state, metadata={"data_step": step},
+                     force=last or stopping)
     progress.update(step)
+    if stopping and not last:
+      _preempt(stop.signum, step, checkpoints, writer)
   checkpoints.wait()
   checkpoints.close()
   writer.close()
@@ -258,6 +345,21 @@ def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False
     result = evaluate(eval_step, state,
                       loader.eval_batches(eval_batch_size), mesh)
   result = {k: float(v) for k, v in result.items()}
+  if stop.signum is not None:  # during the last step: the run is complete.
+    error = faults.Preempted(stop.signum, cfg["steps"], checkpoints.directory)
+    logging.warning("Stopped by %s", error)
+    raise error
   return (result, state) if return_state else result
+
+
+def _preempt(signum: int, step: int, checkpoints: checkpoint_lib.Checkpointer,
+             writer: metrics_lib.MetricWriter) -> None:
+  """Waits for the checkpoint at ``step``, closes the outputs, raises."""
+  checkpoints.wait()
+  checkpoints.close()
+  writer.close()
+  error = faults.Preempted(signum, step, checkpoints.directory)
+  logging.warning("Stopped by %s", error)
+  raise error
 
 

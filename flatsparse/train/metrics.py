@@ -31,6 +31,7 @@ import math
 import numbers
 import os
 import struct
+import sys
 import time
 from typing import Any, Callable, Mapping
 
@@ -41,16 +42,21 @@ import numpy as np
 from flatsparse.sparsity import updater as sparsity_updater
 
 __all__ = [
+    "CONFIG_FILE",
     "METRICS_FILE",
     "TENSORBOARD_DIR",
     "MetricWriter",
     "Progress",
+    "config_diff",
+    "config_to_json",
+    "read_config",
     "read_metrics",
     "read_tensorboard_scalars",
     "sparsity_scalars",
 ]
 
 METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -114,8 +120,9 @@ class MetricWriter:
       self._tb = tensorboardX.SummaryWriter(
           logdir=os.path.join(self.workdir, TENSORBOARD_DIR), flush_secs=30,
           filename_suffix=f".{time.time_ns()}.{os.getpid()}")
-    self._jsonl = open(os.path.join(self.workdir, METRICS_FILE), "a",
-                       encoding="utf-8")
+    path = os.path.join(self.workdir, METRICS_FILE)
+    _repair_torn_last_line(path)
+    self._jsonl = open(path, "a", encoding="utf-8")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     """Writes ``{"step": step, **scalars}`` as one JSON line and TB scalars.
@@ -162,21 +169,39 @@ class MetricWriter:
     Raises:
       TypeError: if ``config`` is neither a ConfigDict nor a mapping.
     """
+    text_json = config_to_json(config)
     if not self.enabled:
       return
-    if hasattr(config, "to_json_best_effort"):  # ml_collections.ConfigDict
-      text_json = config.to_json_best_effort(indent=2)
-    elif isinstance(config, Mapping):
-      text_json = json.dumps(dict(config), indent=2, default=repr)
-    else:
-      raise TypeError("config must be an ml_collections.ConfigDict or a "
-                      f"mapping, got {type(config).__name__}.")
-    with open(os.path.join(self.workdir, "config.json"), "w",
+    with open(os.path.join(self.workdir, CONFIG_FILE), "w",
               encoding="utf-8") as f:
       f.write(text_json + "\n")
     with open(os.path.join(self.workdir, "config.txt"), "w",
               encoding="utf-8") as f:
       f.write(str(config).rstrip("\n") + "\n")
+
+  def keep_previous_config(self, step: int) -> str | None:
+    """Renames ``config.json``/``.txt`` to ``config.<step>[.<n>].json/.txt``.
+
+    Called before :meth:`write_config` when a resumed run continues with a
+    different config, so the one used up to ``step`` is kept, never
+    overwritten. Returns the new ``.json`` path (None if there was none).
+    """
+    if not self.enabled:
+      return None
+    old = os.path.join(self.workdir, CONFIG_FILE)
+    if not os.path.exists(old):
+      return None
+    suffix, n = str(step), 1
+    while any(os.path.exists(os.path.join(self.workdir, f"config.{suffix}{e}"))
+              for e in (".json", ".txt")):
+      n += 1
+      suffix = f"{step}.{n}"
+    kept = os.path.join(self.workdir, f"config.{suffix}.json")
+    os.replace(old, kept)
+    text = os.path.join(self.workdir, "config.txt")
+    if os.path.exists(text):
+      os.replace(text, os.path.join(self.workdir, f"config.{suffix}.txt"))
+    return kept
 
   def flush(self) -> None:
     """Flushes both outputs (each ``write_scalars`` already does)."""
@@ -199,11 +224,114 @@ class MetricWriter:
     self.close()
 
 
+def read_config(workdir: str) -> dict[str, Any] | None:
+  """The config saved in ``workdir/config.json``, or None if there is none.
+
+  Raises:
+    ValueError: if the file is not valid JSON.
+  """
+  path = os.path.join(os.fspath(workdir), CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); it should hold the "
+                     "run's resolved config. Restore or delete it.") from e
+
+
+def config_to_json(config: Any) -> str:
+  """The JSON text :meth:`MetricWriter.write_config` saves for ``config``.
+
+  Raises:
+    TypeError: if ``config`` is neither a ConfigDict nor a mapping.
+  """
+  if hasattr(config, "to_json_best_effort"):  # ml_collections.ConfigDict
+    return config.to_json_best_effort(indent=2)
+  if isinstance(config, Mapping):
+    return json.dumps(dict(config), indent=2, default=repr)
+  raise TypeError("config must be an ml_collections.ConfigDict or a "
+                  f"mapping, got {type(config).__name__}.")
+
+
+class _Missing:
+  """A key absent from one of two configs."""
+
+  def __repr__(self) -> str:
+    return "MISSING"
+
+
+MISSING = _Missing()
+
+
+def config_diff(old: Any, new: Any, prefix: str = ""
+                ) -> list[tuple[str, Any, Any]]:
+  """``[(dotted key, old value, new value)]`` where two JSON configs differ.
+
+  A key missing on one side shows as ``MISSING`` there; lists are compared
+  whole.
+  """
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+      path = f"{prefix}.{key}" if prefix else str(key)
+      out += config_diff(old.get(key, MISSING), new.get(key, MISSING), path)
+    return out
+  # 1 == 1.0 (the same hyperparameter) but True == 1 too: keep bools apart.
+  if old == new and isinstance(old, bool) == isinstance(new, bool):
+    return []
+  return [(prefix or "<root>", old, new)]
+
+
+def _repair_torn_last_line(path: str) -> None:
+  """Truncates a partial last line (a crash mid-write) before appending.
+
+  Appending after it would glue the next row onto the fragment and break
+  both. A last line that is whole JSON but lost only its newline is kept.
+  """
+  if not os.path.exists(path):
+    return
+  with open(path, "rb+") as f:
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+      return
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+      return
+    # Find the start of the last line, reading back in chunks.
+    end, start = size, 0
+    while end > 0:
+      begin = max(0, end - 65536)
+      f.seek(begin)
+      chunk = f.read(end - begin)
+      i = chunk.rfind(b"\n")
+      if i >= 0:
+        start = begin + i + 1
+        break
+      end = begin
+    f.seek(start)
+    tail = f.read()
+    try:
+      json.loads(tail.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+      f.truncate(start)
+      logging.warning("Removed a torn last line (%d bytes, a write "
+                      "interrupted by a crash) from %s: %r", len(tail), path,
+                      tail[:80])
+      return
+    f.write(b"\n")
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """The rows of ``workdir/metrics.jsonl``, in the order written.
 
   A resumed run may repeat steps (the rows after its last checkpoint). A
-  truncated last line (a crash mid-write) is skipped with a warning.
+  truncated last line (a crash mid-write) is skipped with a warning. A line
+  whose start is such a fragment with a whole row appended to it (files
+  written before ``MetricWriter`` repaired torn lines on open) gives that
+  row, also with a warning: nothing that was written whole is skipped.
 
   Raises:
     FileNotFoundError: if the file does not exist.
@@ -219,11 +347,29 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     try:
       rows.append(json.loads(line))
     except json.JSONDecodeError as e:
+      row = _row_after_fragment(line)
+      if row is not None:
+        logging.warning("%s, line %d: dropped a torn fragment before a whole "
+                        "row: %r", path, i + 1, line[:line.rfind('{"step"')])
+        rows.append(row)
+        continue
       if i == len(lines) - 1:  # No trailing newline: an interrupted write.
         logging.warning("Skipping truncated last line of %s: %r", path, line)
         continue
       raise ValueError(f"{path}, line {i + 1}: invalid JSON: {e}") from e
   return rows
+
+
+def _row_after_fragment(line: str) -> dict[str, Any] | None:
+  """The whole row at the end of ``fragment + row`` (rows start with step)."""
+  start = line.rfind('{"step"')
+  if start <= 0:
+    return None
+  try:
+    row = json.loads(line[start:])
+  except json.JSONDecodeError:
+    return None
+  return row if isinstance(row, dict) else None
 
 
 def read_tensorboard_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
@@ -287,13 +433,19 @@ def _format_duration(secs: float) -> str:
 
 
 class Progress:
-  """Logs ``step/total, steps/s, ETA`` every ``every_steps`` steps or seconds.
+  """Reports ``step/total, steps/s, ETA`` every ``every_steps`` steps or seconds.
 
   The rate is measured over the steps since the previous report, and the
   first ``update`` only starts the clock, so compilation time before it does
   not count. JAX dispatches asynchronously: the rate is that of the training
   loop, which equals the device's once the loop blocks on some result (e.g.
   fetching a metric) or dispatch runs ahead by its bounded queue.
+
+  By default the report is printed, not logged through absl (whose records
+  the experiment mains send to a log file): on a terminal as one line
+  rewritten in place and erased when the run ends; elsewhere (a pipe, a
+  cluster job's log) as a line at most every ``console_secs`` seconds, so a
+  run shorter than that prints nothing.
 
   Attributes:
     rate: steps/s of the latest report (None before the first).
@@ -303,7 +455,8 @@ class Progress:
   def __init__(self, total_steps: int, every_steps: int = 100,
                every_secs: float | None = None, *,
                clock: Callable[[], float] = time.monotonic,
-               log_fn: Callable[[str], Any] | None = None):
+               log_fn: Callable[[str], Any] | None = None,
+               stream: Any = None, console_secs: float = 30.0):
     """Creates a progress reporter.
 
     Args:
@@ -312,7 +465,10 @@ class Progress:
       every_secs: also report when this many seconds passed since the last
         report (None: only by steps).
       clock: seconds as a float (injectable for tests).
-      log_fn: called with each report line; default ``absl.logging.info``.
+      log_fn: called with each report line; default: print it (see above).
+      stream: where the default prints (default ``sys.stdout`` at the time).
+      console_secs: off a terminal, the default prints at most one line per
+        this many seconds, > 0.
 
     Raises:
       ValueError: if an argument is out of range.
@@ -324,11 +480,16 @@ class Progress:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
     if every_secs is not None and not every_secs > 0:
       raise ValueError(f"every_secs must be > 0 or None, got {every_secs!r}.")
+    if not console_secs > 0:
+      raise ValueError(f"console_secs must be > 0, got {console_secs!r}.")
     self.total_steps = int(total_steps)
     self.every_steps = int(every_steps)
     self.every_secs = every_secs
     self._clock = clock
-    self._log_fn = log_fn or logging.info
+    self._log_fn = log_fn
+    self._stream = stream
+    self.console_secs = console_secs
+    self._printed_at: float | None = None  # clock of the last printed line
     self._last_step: int | None = None
     self._last_time = 0.0
     self.rate: float | None = None
@@ -340,6 +501,8 @@ class Progress:
     now = self._clock()
     if self._last_step is None or step < self._last_step:
       self._last_step, self._last_time = step, now  # (Re)start the clock.
+      if self._printed_at is None:
+        self._printed_at = now
       return None
     done = step >= self.total_steps > self._last_step
     by_steps = step // self.every_steps > self._last_step // self.every_steps
@@ -354,9 +517,24 @@ class Progress:
     line = (f"step {step}/{self.total_steps} "
             f"({100.0 * step / self.total_steps:.1f}%), "
             f"{self.rate:.2f} steps/s, ETA {_format_duration(self.eta_secs)}")
-    self._log_fn(line)
+    if self._log_fn is not None:
+      self._log_fn(line)
+    else:
+      self._print(line, now, done)
     self._last_step, self._last_time = step, now
     return line
+
+  def _print(self, line: str, now: float, done: bool) -> None:
+    stream = self._stream or sys.stdout
+    if getattr(stream, "isatty", lambda: False)():
+      # \r: back to the line's start; ESC[K: erase what the last one left.
+      stream.write("\r\x1b[K" if done else f"\r{line}\x1b[K")
+    elif now - self._printed_at >= self.console_secs:
+      stream.write(line + "\n")
+      self._printed_at = now
+    else:
+      return
+    stream.flush()
 
 
 def sparsity_scalars(params: Any, is_prunable: Callable[[str, Any], bool]
@@ -366,8 +544,8 @@ def sparsity_scalars(params: Any, is_prunable: Callable[[str, Any], bool]
 
   Args:
     params: the parameters (fetched to the host; exact zeros are counted).
-    is_prunable: ``(path, leaf) -> bool``; default ``ndim > 1``, as the
-      sparsity updaters use.
+    is_prunable: ``(path, leaf) -> bool``; default: floating-point leaves
+      with ``ndim > 1``, as the sparsity updaters use.
     all_leaves: also report leaves that are not prunable (biases, norms).
 
   Returns:

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from configs import overparam_cifar10
 from configs import overparam_digits
@@ -136,7 +137,6 @@ def test_tiny_digits_study_from_the_command_line(tmp_path):
 
 def test_cifar10_widths_span_the_papers_parameter_range():
   """ResNet-18 widths 4..128: about 0.04M to 45M parameters (Shin et al.)."""
-  tfds = pytest.importorskip("tensorflow_datasets")
   study = overparam_cifar10.get_config()
   with tfds.testing.mock_data(num_examples=8,
                               policy=tfds.testing.MockPolicy.USE_CODE):
@@ -151,7 +151,6 @@ def test_cifar10_widths_span_the_papers_parameter_range():
 
 @pytest.mark.slow  # ResNet-18 compiles: 36 s on 2 idle CPU cores
 def test_tiny_cifar10_on_mock_data(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
   study = overparam_cifar10.get_config("tiny")
   with tfds.testing.mock_data(num_examples=8,
                               policy=tfds.testing.MockPolicy.USE_CODE):

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import optax
 import pytest
 import tensorflow_datasets as tfds
 
@@ -14,10 +15,13 @@ from experiments import sparsity_sweep
 from flatsparse import data
 from flatsparse.train import builders
 from flatsparse.train import loop
+from flatsparse.train import metrics as metrics_lib
 
 
-def _check_outputs(workdir, config, *, noise):
-  """results.json, report.md and the plots are there and consistent."""
+def _check_outputs(workdir, config, *, noise, min_accuracy=None):
+  """results.json, report.md and the plots are there and consistent: each
+  record is its run's final eval, the summary the records' mean and std,
+  the report the summary."""
   runs = sparsity_sweep.plan(config)
   results = json.loads((workdir / "results.json").read_text())
   assert len(results["runs"]) == len(runs)
@@ -25,13 +29,27 @@ def _check_outputs(workdir, config, *, noise):
     assert (record["method"], record["sparsity"], record["seed"],
             record["noise"]) == (run.method, run.sparsity, run.seed,
                                  run.noise)
-    assert 0.0 <= record["accuracy"] <= 1.0
+    # The record is the run's last evaluation (of Proj(w_T) for SAFE & co.).
+    rows = metrics_lib.read_metrics(str(workdir / run.path()))
+    last = rows[-1]
+    assert last["step"] == config.base.steps
+    assert record["accuracy"] == last["eval/accuracy"]
+    assert record["loss"] == last["eval/loss"]
+    assert np.isfinite(record["loss"])
+    if min_accuracy is not None:
+      assert record["accuracy"] > min_accuracy, record
     assert record["final_sparsity"] == pytest.approx(run.sparsity or 0.0,
                                                      abs=1e-3)
+    assert record["final_sparsity"] == last["sparsity/prunable"]
     if run.method in ("iht", "admm", "safe", "safe_plus"):  # w_T too
-      assert 0.0 <= record["unprojected_accuracy"] <= 1.0
+      assert record["unprojected_accuracy"] == last[
+          "eval/unprojected_accuracy"]
+      if run.method != "iht":  # IHT's w_T may already be projected
+        # w_T (pruned weights near, not at, zero) is not Proj(w_T).
+        assert record["loss"] != last["eval/unprojected_loss"]
     else:
       assert record["unprojected_accuracy"] is None
+      assert "eval/unprojected_accuracy" not in last
     for kind in ("active", "full"):
       sharp = record["sharpness"][kind]
       assert np.isfinite(sharp["top_eigenvalue"]) and np.isfinite(
@@ -44,6 +62,28 @@ def _check_outputs(workdir, config, *, noise):
             for r in results["summary"]}
   assert groups == {(r.noise, r.method, r.sparsity) for r in runs}
   report = (workdir / "report.md").read_text()
+  for row in results["summary"]:
+    mine = [r for r in results["runs"] if (r["noise"], r["method"],
+                                           r["sparsity"]) == (
+                                               row["noise"], row["method"],
+                                               row["sparsity"])]
+    assert row["seeds"] == [r["seed"] for r in mine] == list(config.seeds)
+    for key in ("accuracy", "final_sparsity"):
+      values = [r[key] for r in mine]
+      assert row[key]["n"] == len(values)
+      assert row[key]["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+      assert row[key]["std"] == pytest.approx(np.std(values), abs=1e-12)
+    eig = [r["sharpness"]["active"]["top_eigenvalue"] for r in mine]
+    assert row["top_eigenvalue_active"]["mean"] == pytest.approx(
+        np.mean(eig), abs=1e-12)
+    # Its line in the report's table of every group.
+    noise_cell = "-" if row["noise"] is None else f"{100 * row['noise']:g}%"
+    sparsity_cell = ("-" if row["sparsity"] is None
+                     else f"{100 * row['sparsity']:g}%")
+    accuracy = row["accuracy"]
+    assert (f"| {noise_cell} | {row['method']} | {sparsity_cell} | "
+            f"{len(mine)} | {100 * accuracy['mean']:.2f} ± "
+            f"{100 * accuracy['std']:.2f} |") in report
   for name in config.methods:
     assert f"| {name} |" in report or f"| {name} (no pruning) |" in report
   assert (workdir / "accuracy_vs_sparsity.png").stat().st_size > 1000
@@ -54,7 +94,9 @@ def _check_outputs(workdir, config, *, noise):
 def test_tiny_digits_sweep_end_to_end_and_resume(tmp_path, monkeypatch):
   config = safe_digits.get_config("tiny")
   sparsity_sweep.run_sweep(config, str(tmp_path))
-  results = _check_outputs(tmp_path, config, noise=False)
+  # 40 steps on digits: every method above chance (0.1); ADMM, the lowest,
+  # measures 0.33.
+  results = _check_outputs(tmp_path, config, noise=False, min_accuracy=0.2)
   methods = {r["method"] for r in results["runs"]}
   assert methods == {"dense", "gmp", "iht", "admm", "sam_gmp", "safe",
                      "safe_plus"}
@@ -85,7 +127,7 @@ def test_run_config_fills_sparsity_noise_and_seed():
   assert safe.dataset.noise_kind == "symmetric"
   gmp = sparsity_sweep.run_config(
       config, sparsity_sweep.Run("gmp", 0.7, 0, None))
-  assert gmp.sparsity.sparsity == 0.7 and "label_noise" not in gmp.dataset
+  assert gmp.sparsity.sparsity == 0.7 and gmp.dataset.label_noise is None
   dense = sparsity_sweep.run_config(
       config, sparsity_sweep.Run("dense", None, 0, None))
   assert dense.get("safe") is None and dense.get("sparsity") is None
@@ -151,10 +193,28 @@ def test_every_config_builds_every_run(module, variants):
   for variant in variants:
     config = module.get_config(variant)
     sparsity_sweep.validate_sweep(config)
-    for run in sparsity_sweep.plan(config):
+    runs = sparsity_sweep.plan(config)
+    noises = len(config.get("label_noise") or ()) or 1
+    pruned = [m for m in config.methods if m != "dense"]
+    assert len(runs) == noises * len(config.seeds) * (
+        ("dense" in config.methods) + len(pruned) * len(config.sparsities))
+    for run in runs:
       cfg = loop.validate_config(sparsity_sweep.run_config(config, run))
-      builders.build_optimizer(cfg["optimizer"], cfg["steps"],
-                               cfg["sparsity"], cfg["flatness"], cfg["safe"])
+      assert cfg["seed"] == run.seed
+      assert cfg["dataset"].get("label_noise") == run.noise
+      # The run's sparsity reaches the one pruning section of its method.
+      target = {"sparsity": cfg["sparsity"], "safe": cfg["safe"]}
+      pruning = {k: dict(v) for k, v in target.items() if v}
+      if run.method == "dense":
+        assert run.sparsity is None and not pruning
+      else:
+        (section,) = pruning.values()
+        assert section["sparsity"] == run.sparsity
+      assert bool(cfg["flatness"]) == run.method.startswith("sam")
+      tx = builders.build_optimizer(cfg["optimizer"], cfg["steps"],
+                                    cfg["sparsity"], cfg["flatness"],
+                                    cfg["safe"])
+      assert isinstance(tx, optax.GradientTransformation)
 
 
 def test_cifar_recipes_follow_the_paper():

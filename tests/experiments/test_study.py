@@ -5,10 +5,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from configs import flagship_digits
 from experiments import study
 from flatsparse.train import loop
+from flatsparse.train import metrics as metrics_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -32,7 +34,20 @@ def test_tiny_study_from_the_command_line(tmp_path):
       [sys.executable, "-m", "experiments.study",
        "--config=configs/flagship_digits.py:tiny", f"--workdir={tmp_path}"],
       capture_output=True, text=True, timeout=600, check=True, cwd=ROOT)
+  config = flagship_digits.get_config("tiny")
   for name in ("dense", "gmp", "rigl", "sam_gmp", "dense_sgd", "safe_sgd"):
-    assert f"| {name} | 1 |" in out.stdout
+    # The row is the run's final evaluation and its sparsity the target of
+    # the variant's pruning section (0 for the dense ones).
+    rows = metrics_lib.read_metrics(str(tmp_path / name / "seed_0"))
+    accuracy = rows[-1]["eval/accuracy"]
+    sparsity = rows[-1]["sparsity/prunable"]
+    run = study.variant_config(config, name, 0)
+    pruning = run.get("sparsity") or run.get("safe")
+    target = pruning.sparsity if pruning else 0.0
+    assert sparsity == pytest.approx(target, abs=1e-3), name
+    assert (f"| {name} | 1 | {100 * accuracy:.2f} ± 0.00 | {sparsity:.3f} |"
+            in out.stdout)
+    assert f"{name:10s} seed 0: test accuracy {100 * accuracy:.2f}%" in (
+        out.stdout)
   assert "Plot: " in out.stdout
   assert (tmp_path / "report" / "curves.png").stat().st_size > 1000

@@ -1,5 +1,7 @@
 """SAFE/ADMM against a hand-written numpy run, and its properties."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -146,16 +148,91 @@ def test_safe_plus_projects_with_the_activation_norms():
     tx.update(grads, tx.init(params), params)
 
 
+def _frozen_safe(importance, **kwargs):
+  """SAFE whose iterate never moves (lr 0, no penalty, no SAM): only the
+  stored importance and the projection change."""
+  proj = Projection(sparsity=0.5, importance=importance)
+  return fs.safe.safe(optax.sgd(0.0), proj, lam=0.0, rho=0.0,
+                      penalty_schedule="constant", **kwargs)
+
+
 def test_gradient_importance_is_an_ema_of_squared_gradients():
-  proj = Projection(sparsity=0.5, importance="gradient")
-  tx = fs.safe.safe(optax.sgd(0.0), proj, lam=0.0, rho=0.0, dual_period=100,
-                    penalty_schedule="constant", importance_ema=0.5)
+  # Decay 0.9 is asymmetric: swapped EMA weights give 0.1 * old + 0.9 * new.
+  tx = _frozen_safe("gradient", dual_period=100, importance_ema=0.9)
+  params = {"kernel": jnp.asarray(W0), "bias": jnp.ones(3)}
+  g1 = {"kernel": jnp.asarray(B), "bias": jnp.zeros(3)}
+  g2 = {"kernel": jnp.asarray(A), "bias": jnp.zeros(3)}
+  state = tx.init(params)
+  np.testing.assert_array_equal(state.importance["kernel"], np.ones((2, 3)))
+  update = jax.jit(lambda g, state: tx.update(g, state, params))
+  _, state = update(g1, state)
+  np.testing.assert_allclose(state.importance["kernel"],
+                             0.9 + 0.1 * B ** 2, rtol=1e-6)
+  _, state = update(g2, state)
+  np.testing.assert_allclose(state.importance["kernel"],
+                             0.81 + 0.09 * B ** 2 + 0.1 * A ** 2, rtol=1e-6)
+  assert state.importance["bias"] is None
+
+
+# f(w) = 0.5 * sum(H * w^2): diag H = H, with a negative curvature entry.
+H_DIAG = np.array([[4.0, -9.0], [1.0, 0.25]], np.float32)
+W_H = np.array([[1.0, 1.0], [2.5, 3.0]], np.float32)
+
+
+def _quadratic(params):
+  return 0.5 * jnp.sum(H_DIAG * params["kernel"] ** 2) + jnp.sum(
+      params["bias"] ** 2)
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.9])
+def test_hessian_importance_is_the_absolute_curvature(decay):
+  # Hutchinson is exact on a diagonal Hessian (z_i^2 H_ii = H_ii), so the
+  # stored importance is |H| (EMA'd from the initial ones), whatever probe.
+  tx = _frozen_safe("hessian", dual_period=1, importance_ema=decay)
+  params = {"kernel": jnp.asarray(W_H), "bias": jnp.ones(2)}
+  state = tx.init(params)
+  _, state = jax.jit(functools.partial(tx.update, value_fn=_quadratic))(
+      jax.grad(_quadratic)(params), state, params)
+  stored = decay * 1.0 + (1 - decay) * np.abs(H_DIAG)
+  np.testing.assert_allclose(state.importance["kernel"], stored, rtol=1e-6)
+  # Scores sqrt(|H|) |w| = [[2, 3], [2.5, 1.5]]: keep (0, 1) and (1, 0).
+  # Without the absolute value the -9 entry would score 0 and be pruned.
+  scores = np.sqrt(stored) * np.abs(W_H)
+  keep = scores >= np.sort(scores.ravel())[-2]
+  if decay == 0.0:
+    np.testing.assert_array_equal(keep, [[False, True], [True, False]])
+  np.testing.assert_array_equal(np.asarray(state.z["kernel"]),
+                                np.where(keep, W_H, 0))
+
+
+def test_custom_importance_through_safe():
+  # P favours the three smallest entries of W0, which magnitude would prune.
+  p1 = np.array([[0.0, 0.0, 100.0], [1e4, 0.0, 100.0]], np.float32)
+  p2 = np.array([[1.0, 0.0, 3.0], [2.0, 0.0, 7.0]], np.float32)
+  tx = _frozen_safe("custom", dual_period=2, importance_ema=0.9)
   params = {"kernel": jnp.asarray(W0), "bias": jnp.ones(3)}
   state = tx.init(params)
   g = jax.grad(_value_fn)(params)
-  _, state = tx.update(g, state, params)
-  np.testing.assert_allclose(state.importance["kernel"],
-                             0.5 + 0.5 * np.square(g["kernel"]), rtol=1e-6)
+  update = jax.jit(lambda state, p: tx.update(g, state, params, importance={
+      "kernel": p, "bias": None}))
+  _, state = update(state, p1)
+  np.testing.assert_allclose(state.importance["kernel"], 0.9 + 0.1 * p1,
+                             rtol=1e-6)
+  # Any shape with the kernel's number of entries is accepted.
+  _, state = update(state, p2.ravel())
+  stored = 0.81 + 0.09 * p1 + 0.1 * p2
+  np.testing.assert_allclose(state.importance["kernel"], stored, rtol=1e-6)
+  # The dual step (count 2) projected W0 with the stored importance.
+  scores = np.sqrt(stored) * np.abs(W0)
+  keep = scores >= np.sort(scores.ravel())[-3]
+  np.testing.assert_array_equal(keep, [[False, False, True],
+                                       [True, False, True]])
+  np.testing.assert_array_equal(np.asarray(state.z["kernel"]),
+                                np.where(keep, W0, 0))
+  magnitude = np.abs(W0) >= np.sort(np.abs(W0).ravel())[-3]
+  assert (keep != magnitude).any()
+  with pytest.raises(ValueError, match="needs the extra argument importance"):
+    tx.update(g, tx.init(params), params)
 
 
 @pytest.mark.parametrize("kwargs, msg", [

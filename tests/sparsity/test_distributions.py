@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from flatsparse.sparsity import distributions
+from flatsparse.sparsity.updater import SparseUpdater
 
 
 def _params(*shapes):
@@ -26,6 +27,31 @@ def test_erk_hand_computed():
   assert got["l1/kernel"] == pytest.approx(1 - 0.25 * eps)
   kept = 200 * (1 - got["l0/kernel"]) + 100 * (1 - got["l1/kernel"])
   assert kept == pytest.approx(150)
+
+
+@pytest.mark.parametrize("power", [0.5, 2.0])
+def test_erk_power_hand_computed(power):
+  # raw densities 0.15 ** power and 0.25 ** power; kept budget 150.
+  raw = {"l0/kernel": 0.15 ** power, "l1/kernel": 0.25 ** power}
+  eps = 150 / (raw["l0/kernel"] * 200 + raw["l1/kernel"] * 100)
+  want = {k: pytest.approx(1 - r * eps) for k, r in raw.items()}
+  params = _params((10, 20), (20, 5))
+  got = distributions.layer_sparsities(params, 0.5, "erk", erk_power=power)
+  assert got == want
+  # Far from the paper's power 1 (l0: 0.5909), so the power is not ignored.
+  assert abs(got["l0/kernel"] - (1 - 0.15 * 150 / 55)) > 0.04
+  shapes = {"l0/kernel": (10, 20), "l1/kernel": (20, 5)}
+  assert distributions.erk_sparsities(shapes, 0.5, power) == want
+  # The updater passes its erk_power through.
+  updater = SparseUpdater(sparsity=0.5, distribution="erk", erk_power=power)
+  assert updater.layer_sparsities(params) == want
+
+
+def test_erk_power_zero_is_uniform():
+  got = distributions.layer_sparsities(_params((10, 20), (20, 5)), 0.5, "erk",
+                                       erk_power=0.0)
+  assert got == {"l0/kernel": pytest.approx(0.5),
+                 "l1/kernel": pytest.approx(0.5)}
 
 
 def test_erk_makes_overfull_layers_dense_and_rescales():

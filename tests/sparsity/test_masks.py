@@ -65,10 +65,38 @@ def test_global_topk_matches_concatenation():
       np.concatenate([np.asarray(g).ravel() for g in got]), ref)
 
 
-def test_num_to_keep_rounds_pruned_count():
-  assert int(masks.num_to_keep(10, 0.25)) == 8  # round(2.5) -> 2 pruned
-  assert int(masks.num_to_keep(1000, 0.9)) == 100
-  assert int(masks.num_to_keep(7, 0.0)) == 7
+# The documented rule keeps ``n - round(s * n)``, with Python's round (half to
+# even). Each case names the rule it tells apart from the documented one.
+NUM_TO_KEEP_CASES = [
+    (10, 0.27, 7),     # pruned 2.7 -> 3; floor of the pruned count keeps 8
+    (10, 0.33, 7),     # kept 6.7; floor of the kept count keeps 6
+    (100, 0.994, 1),   # pruned 99.4 -> 99; ceil of the pruned count keeps 0
+    (10, 0.25, 8),     # pruned 2.5 -> 2 (half to even); half up keeps 7
+    (14, 0.25, 10),    # pruned 3.5 -> 4 (half to even); floor keeps 11
+    (6, 0.5, 3),
+    (1000, 0.9, 100),
+    (7, 0.0, 7),
+]
+
+
+@pytest.mark.parametrize("size, sparsity, keep", NUM_TO_KEEP_CASES)
+def test_num_to_keep_rounds_pruned_count(size, sparsity, keep):
+  assert keep == size - round(sparsity * size)  # the documented rule
+  assert int(masks.num_to_keep(size, sparsity)) == keep
+  # Traced sparsity (injected hyperparameters) follows the same rule.
+  assert int(jax.jit(masks.num_to_keep, static_argnums=0)(
+      size, jnp.float32(sparsity))) == keep
+
+
+def test_masks_keep_the_documented_count():
+  # All cases as leaves of one joint top-k: one compilation.
+  rng = np.random.default_rng(0)
+  scores = [rng.random(size, np.float32) for size, _, _ in NUM_TO_KEEP_CASES]
+  got = jax.jit(masks.masks_for_leaves, static_argnums=(0, 2))(
+      masks.Unstructured(), [jnp.asarray(s) for s in scores],
+      tuple(sparsity for _, sparsity, _ in NUM_TO_KEEP_CASES))
+  for s, m, (_, _, keep) in zip(scores, got, NUM_TO_KEEP_CASES):
+    np.testing.assert_array_equal(np.asarray(m), brute_topk(s, keep))
 
 
 def test_nm_hand_computed_along_each_axis():

@@ -18,6 +18,24 @@ def test_polynomial_matches_zhu_gupta():
     assert float(s.sparsity(jnp.int32(t), 0.9)) == pytest.approx(want, abs=1e-6)
 
 
+@pytest.mark.parametrize("power", [1.0, 2.0, 3.0, 5.0])
+def test_polynomial_power_at_mid_ramp(power):
+  s = schedules.Polynomial(update_freq=10, update_start_step=100,
+                           update_end_step=600, initial_sparsity=0.1,
+                           power=power)
+  # Half way (t = 350): s_f + (s_i - s_f) / 2 ** power. Power 2: 0.7, power
+  # 3: 0.8, so a schedule that ignores the power fails every case but 3.
+  want = 0.9 + (0.1 - 0.9) * 0.5 ** power
+  assert float(s.sparsity(jnp.int32(350), 0.9)) == pytest.approx(want,
+                                                                abs=1e-6)
+  # A quarter of the way (t = 225), and the end points.
+  want = 0.9 + (0.1 - 0.9) * 0.75 ** power
+  assert float(s.sparsity(jnp.int32(225), 0.9)) == pytest.approx(want,
+                                                                abs=1e-6)
+  assert float(s.sparsity(jnp.int32(100), 0.9)) == pytest.approx(0.1)
+  assert float(s.sparsity(jnp.int32(600), 0.9)) == pytest.approx(0.9)
+
+
 def test_polynomial_update_steps():
   s = schedules.Polynomial(update_freq=10, update_start_step=5,
                            update_end_step=45)

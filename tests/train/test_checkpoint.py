@@ -294,3 +294,98 @@ def test_restore_onto_a_different_sharded_layout(tmp_path):
   mask = fs.sparsity.find_sparse_state(restored.opt_state).masks
   assert mask["Dense_0"]["kernel"].sharding == kernel.sharding
   assert restored.rng.sharding.is_fully_replicated
+
+
+# ---- damaged checkpoints: fall back to the newest readable step -------------
+
+
+def _truncate(path, keep=0.5):
+  data = path.read_bytes()
+  path.write_bytes(data[:int(len(data) * keep)])
+
+
+def _truncate_arrays(step_dir):
+  files = [p for p in (step_dir / "state" / "d").iterdir() if p.is_file()]
+  assert files, list(step_dir.rglob("*"))
+  for path in files:
+    _truncate(path)
+
+
+_DAMAGE = {
+    "truncated_array_file": _truncate_arrays,
+    "truncated_state_metadata": lambda d: _truncate(d / "state" / "_METADATA"),
+    "garbage_state_metadata": lambda d: (d / "state" / "_METADATA").write_text(
+        "not json"),
+    "truncated_metadata_json": lambda d: _truncate(d / "metadata" /
+                                                   "metadata"),
+}
+
+
+def _save_steps(directory, steps):
+  states = {s: make_state(steps=s) for s in steps}
+  with ckpt_lib.Checkpointer(directory, every_steps=1, keep=5) as ckpt:
+    for s in steps:
+      assert ckpt.save(s, states[s], {"at": s})
+  return states
+
+
+def _skip_warnings(caplog):
+  return [r.getMessage() for r in caplog.records
+          if "unreadable checkpoint" in r.getMessage()]
+
+
+@pytest.mark.parametrize("damage", sorted(_DAMAGE))
+def test_damaged_latest_step_falls_back_to_the_newest_readable(
+    tmp_path, caplog, damage):
+  states = _save_steps(tmp_path, (1, 2, 3))
+  _DAMAGE[damage](tmp_path / "3")
+  caplog.set_level("WARNING")
+  ckpt = ckpt_lib.Checkpointer(tmp_path, every_steps=1, keep=5)
+  assert ckpt.latest_step() == 3  # still listed: only reading fails.
+  restored, meta = ckpt.restore(states[1])
+  assert meta == {"at": 2} and ckpt.restored_step == 2
+  assert_trees_equal(restored, states[2])
+  # One line that names the step, its path and why.
+  (line,) = _skip_warnings(caplog)
+  assert "step 3" in line and str(tmp_path / "3") in line
+  assert "restored step 2" in line
+  if "metadata" in damage:
+    assert "not valid JSON" in line
+  # A given step is never replaced by another.
+  with pytest.raises(ckpt_lib.UnreadableCheckpointError,
+                     match=rf"step 3 at {tmp_path / '3'} is unreadable"):
+    ckpt.restore(states[1], step=3)
+  # The run saves again from step 2 on: the damaged step is deleted first
+  # (orbax saves no step older than the latest) and replaced.
+  assert ckpt.save(3, states[3])
+  ckpt.wait()
+  assert ckpt.all_steps() == [1, 2, 3]
+  restored, meta = ckpt.restore(states[1])
+  assert_trees_equal(restored, states[3])
+  ckpt.close()
+
+
+def test_no_readable_step_is_a_clear_error(tmp_path):
+  states = _save_steps(tmp_path, (1, 2))
+  _truncate(tmp_path / "2" / "state" / "_METADATA")
+  _truncate_arrays(tmp_path / "1")
+  with ckpt_lib.Checkpointer(tmp_path, every_steps=1, keep=5) as ckpt:
+    with pytest.raises(ckpt_lib.UnreadableCheckpointError) as info:
+      ckpt.restore(states[1])
+  message = str(info.value)
+  assert message.startswith(f"No readable checkpoint in {tmp_path}")
+  assert f"step 2 at {tmp_path / '2'}: state/_METADATA not valid JSON" in (
+      message)
+  assert f"step 1 at {tmp_path / '1'}: ValueError" in message
+  assert sorted(info.value.reasons) == [1, 2]
+
+
+def test_a_mismatch_is_not_taken_for_damage(tmp_path, caplog):
+  _save_steps(tmp_path, (1, 2))
+  caplog.set_level("WARNING")
+  with ckpt_lib.Checkpointer(tmp_path, every_steps=1, keep=5) as ckpt:
+    other = jax.tree.map(lambda x: jnp.zeros(x.shape + (1,), x.dtype)
+                         if x.ndim == 2 else x, make_state())
+    with pytest.raises(ValueError, match="step 2 .* does not match"):
+      ckpt.restore(other)
+  assert not _skip_warnings(caplog)

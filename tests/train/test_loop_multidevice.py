@@ -1,16 +1,20 @@
-"""8 simulated devices give the loss curve of 1 device (dense, pruned,
-SAM+pruned, SAFE, SAM with per-device (m = 8) perturbations).
+"""8 simulated devices give the run of 1 device (dense, pruned, SAM+pruned,
+SAFE, SAM with per-device (m = 8) perturbations).
 
 Run in its own process: XLA_FLAGS=--xla_force_host_platform_device_count=8.
-Tolerance: train losses agree to rtol 1e-4 over 60 steps (the data-parallel
-reduction sums in a different order); final masks are identical.
+The data-parallel run really is one: every batch is split over the 8 devices
+and the state is replicated on all of them. Tolerance: train losses agree to
+rtol 1e-4 over 60 steps (the data-parallel reduction sums in a different
+order), final parameters to a few 1e-5; final masks are identical.
 """
 
 import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
 from configs import digits_mlp
+import flatsparse as fs
 from flatsparse.train import loop
 from flatsparse.train import metrics as metrics_lib
 
@@ -26,9 +30,32 @@ def _losses(workdir):
           if "train/loss" in r]
 
 
+def _spread_over_all_devices(x, spec):
+  """``x`` is a NamedSharding over the 8 devices with partition ``spec``."""
+  sharding = x.sharding
+  return (isinstance(sharding, NamedSharding)
+          and len(sharding.device_set) == jax.device_count() == 8
+          and sharding.spec == spec)
+
+
+def _run(config, workdir, monkeypatch):
+  """Trains; returns metrics, final state and the batches' shardings."""
+  placed = []
+  place = loop._place
+
+  def spy(batch, mesh):
+    out = place(batch, mesh)
+    placed.append(out)
+    return out
+  monkeypatch.setattr(loop, "_place", spy)
+  result, state = loop.train_and_evaluate(config, workdir, return_state=True)
+  monkeypatch.setattr(loop, "_place", place)
+  return result, state, placed
+
+
 @pytest.mark.parametrize("variant", ["dense", "tiny", "sam_pruned", "safe",
                                      "sam_per_device"])
-def test_eight_devices_match_one(tmp_path, variant):
+def test_eight_devices_match_one(tmp_path, monkeypatch, variant):
   config = digits_mlp.get_config("tiny")
   config.log_every = 5
   if variant == "dense":
@@ -44,17 +71,45 @@ def test_eight_devices_match_one(tmp_path, variant):
     config.sparsity = None
     config.safe = {"name": "safe", "sparsity": 0.9, "lam": 1e-2, "rho": 0.05,
                    "dual_period": 8}
-  results = {}
+  runs = {}
   for parallel in (False, True):
     config.data_parallel = parallel
     workdir = str(tmp_path / f"parallel_{parallel}")
-    results[parallel] = loop.train_and_evaluate(config, workdir)
-    results[f"losses_{parallel}"] = _losses(workdir)
-    results[f"sparsity_{parallel}"] = metrics_lib.read_metrics(workdir)[-1]
-  np.testing.assert_allclose(results["losses_True"], results["losses_False"],
+    runs[parallel] = _run(config, workdir, monkeypatch)
+    runs[f"losses_{parallel}"] = _losses(workdir)
+    runs[f"sparsity_{parallel}"] = metrics_lib.read_metrics(workdir)[-1]
+  (one, one_state, one_batches), (eight, state, batches) = (runs[False],
+                                                            runs[True])
+  # Data parallelism is on: train and eval batches are split over the 8
+  # devices, and the state (params and optimizer state) is replicated there.
+  assert len(batches) > config.steps  # every train batch, then eval batches
+  for batch in batches:
+    for x in batch.values():
+      assert _spread_over_all_devices(x, P("data")), x.sharding
+  for x in jax.tree.leaves((state.params, state.opt_state)):
+    assert _spread_over_all_devices(x, P()), x.sharding
+  # The 1-device run stays on one device (the comparison is not vacuous).
+  for x in one_batches[0].values():
+    assert len(x.sharding.device_set) == 1
+  np.testing.assert_allclose(runs["losses_True"], runs["losses_False"],
                              rtol=1e-4)
-  assert results[True]["accuracy"] == pytest.approx(results[False]["accuracy"],
-                                                    abs=0.01)
+  assert eight["accuracy"] == pytest.approx(one["accuracy"], abs=0.01)
+  # Same final model: masks identical, parameters equal up to the reduction
+  # order.
+  params, one_params = jax.device_get((state.params, one_state.params))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=5e-5),
+               params, one_params)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a != 0, b != 0),
+               params, one_params)
+  if variant in ("tiny", "sam_pruned", "sam_per_device"):
+    masks = [fs.sparsity.get_masks(s.opt_state, s.params)
+             for s in (state, one_state)]
+    assert any(m is not None for m in jax.tree.leaves(
+        masks[0], is_leaf=lambda x: x is None))
+    jax.tree.map(np.testing.assert_array_equal,
+                 *jax.device_get(masks))
   if variant != "dense":
-    assert results["sparsity_True"]["sparsity/prunable"] == pytest.approx(0.9,
-                                                                          abs=1e-3)
+    assert runs["sparsity_True"]["sparsity/prunable"] == pytest.approx(
+        0.9, abs=1e-3)
+    assert runs["sparsity_False"]["sparsity/prunable"] == pytest.approx(
+        0.9, abs=1e-3)

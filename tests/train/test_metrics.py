@@ -40,8 +40,8 @@ def test_write_scalars_jsonl_and_tensorboard(tmp_path):
 
 
 def test_tensorboard_events_readable_by_tensorboard(tmp_path):
-  event_accumulator = pytest.importorskip(
-      "tensorboard.backend.event_processing.event_accumulator")
+  # A test dependency (pyproject.toml): a missing reader fails, never skips.
+  from tensorboard.backend.event_processing import event_accumulator
   with metrics.MetricWriter(tmp_path) as writer:
     writer.write_scalars(3, {"train/loss": 1.5})
     writer.write_scalars(4, {"train/loss": 0.75})

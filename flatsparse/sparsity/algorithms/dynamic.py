@@ -17,11 +17,13 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
+from flatsparse import rng
 from flatsparse.sparsity import masks as masks_lib
 from flatsparse.sparsity import schedules
 from flatsparse.sparsity.updater import SparseUpdater, _map_masked, apply_masks
@@ -48,7 +50,7 @@ class StaticSparse(SparseUpdater):
   def instant_sparsify(self, params, grads=None, key=None):
     """Applies the masks ``init`` draws (same seed), so both agree."""
     del grads
-    key = jax.random.PRNGKey(self.seed) if key is None else key
+    key = rng.base_key(self.seed) if key is None else key
     masks = self.init_masks(params, key)
     return apply_masks(params, masks), masks
 
@@ -73,8 +75,18 @@ class DynamicSparse(StaticSparse):
     if not isinstance(self.structure, masks_lib.Unstructured):
       raise ValueError("SET/RigL support only unstructured masks, got "
                        f"{self.structure!r}.")
-    schedules.cosine_drop_fraction(self.drop_fraction,
-                                   self.drop_fraction_end_step)
+    # Named here: cosine_drop_fraction's own errors would blame its
+    # argument names (initial_fraction, end_step).
+    f = self.drop_fraction
+    if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (
+        0.0 <= f <= 1.0):
+      raise ValueError(f"drop_fraction must be a number in [0, 1] (the "
+                       f"fraction of active weights dropped and regrown at "
+                       f"the first update, decaying by a cosine), got {f!r}.")
+    end = self.drop_fraction_end_step
+    if isinstance(end, bool) or not isinstance(end, int) or end < 1:
+      raise ValueError(f"drop_fraction_end_step must be an int >= 1, got "
+                       f"{end!r}.")
 
   def new_masks(self, weights, grads, old, step, key):
     fraction = schedules.cosine_drop_fraction(

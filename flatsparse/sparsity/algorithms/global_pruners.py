@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from flatsparse import rng
 from flatsparse.sparsity import masks as masks_lib
 from flatsparse.sparsity import scores as scores_lib
 from flatsparse.sparsity.distributions import path_str
@@ -65,7 +66,7 @@ class GlobalPruning(SparseUpdater):
         lambda s, t: self.structure.mask(s, self.schedule.sparsity(step, t)))
 
   def instant_sparsify(self, params, grads=None, key=None):
-    key = jax.random.PRNGKey(self.seed) if key is None else key
+    key = rng.base_key(self.seed) if key is None else key
     targets = self._targets_tree(params)
     grads = jax.tree.map(lambda _: None, params) if grads is None else grads
     score_fn = scores_lib.get_score(self.score)
