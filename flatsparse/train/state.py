@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any
 
 import flax
@@ -36,7 +38,10 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
                        sample_input: jax.Array, seed: int) -> TrainState:
   """Initializes parameters (and batch statistics) and the optimizer state."""
   init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
-  variables = model.init(init_key, sample_input, train=False)
+  # One compiled init instead of one dispatch per op (ResNet-20: 66 small
+  # compilations); the values are bit-identical to the eager init.
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      init_key, sample_input)
   params = variables["params"]
   return TrainState(step=jnp.zeros([], jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}),

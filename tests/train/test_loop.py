@@ -123,12 +123,14 @@ def _tfds_run(config, workdir, monkeypatch):
 
 
 # Fast: each config's TFDS dataset, optimizer and pruning through the loop
-# with a small MLP, 2 steps (only CIFAR-10 keeps its ResNet-20). The
-# configs' own models (ResNet-32, ResNet-50) run in the slow variant.
+# with a small MLP, 2 steps. The configs' own models (ResNet-20, ResNet-32,
+# ResNet-50) run in the slow variants.
 @pytest.mark.parametrize("config_module, model, num_classes", [
-    pytest.param(cifar10_resnet20, None, 10, id="cifar10"),
+    pytest.param(cifar10_resnet20, "mlp", 10, id="cifar10"),
     pytest.param(cifar100_resnet32, "mlp", 100, id="cifar100"),
     pytest.param(imagenet_resnet50, "mlp", 1000, id="imagenet2012"),
+    pytest.param(cifar10_resnet20, None, 10, id="cifar10_resnet20",
+                 marks=pytest.mark.slow),
     pytest.param(cifar100_resnet32, None, 100, id="cifar100_resnet32",
                  marks=pytest.mark.slow),
     pytest.param(imagenet_resnet50, None, 1000, id="imagenet2012_resnet50",
@@ -139,7 +141,7 @@ def test_tfds_configs_end_to_end_on_mock_data(tmp_path, monkeypatch,
                                               num_classes):
   config = config_module.get_config("tiny")
   if model is not None:
-    config.model = {"name": model, "hidden": (16,)}
+    config.model = {"name": model, "hidden": (8,)}
     config.batch_size = 4
   # Two steps, both mask updates (one train program), one eval at the end.
   config.steps = config.eval_every = config.checkpoint_every = 2
@@ -154,7 +156,7 @@ def test_tfds_configs_end_to_end_on_mock_data(tmp_path, monkeypatch,
   assert result["loss"] == pytest.approx(sums["loss_sum"] / 9, rel=1e-6)
   assert sums["correct"] == int(sums["correct"])
   assert np.isfinite(result["loss"]) and result["loss"] > 0
-  # The classifier (the widest Dense kernel: the MLP's hidden layer has 16
+  # The classifier (the widest Dense kernel: the MLP's hidden layer has 8
   # units) has the TFDS dataset's number of classes.
   assert max(leaf.shape[-1] for leaf in jax.tree.leaves(state.params)
              if leaf.ndim == 2) == num_classes
