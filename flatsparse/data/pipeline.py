@@ -344,7 +344,7 @@ def shard_batch(batch: Batch, sharding: jax.sharding.Sharding) -> dict[str, jax.
 
   Put every batch in place with this BEFORE passing it to a jitted step that
   runs on a mesh: on simulated CPU devices, un-placed inputs can deadlock the
-  collectives (ARCHITECTURE.md, "Multi-device and scale"), and elsewhere they
+  collectives (WORKSPACE.md, "Multi-device rules"), and elsewhere they
   cost an extra transfer inside the step.
 
   `batch` is the GLOBAL batch. With several processes (multi-host), every

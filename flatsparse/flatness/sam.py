@@ -7,8 +7,9 @@ Per step, with gradient ``g`` at ``w`` and the loss ``f = value_fn``::
     g~  = grad f(w + e)                         (the update passed on)
 
 Both gradients are taken inside one ``update`` call (``value_fn`` is the
-extra argument of ARCHITECTURE.md), so counters tick once per step and the
-transform sits first in any chain: ``optax.chain(sam(0.05), optax.sgd(0.1))``.
+extra argument a train step passes; see ``flatsparse/train/step.py``), so
+counters tick once per step and the transform sits first in any chain:
+``optax.chain(sam(0.05), optax.sgd(0.1))``.
 
 SAM must come first, where its input is the raw gradient:
 ``chain(sam(rho), adamw(...))``, never ``chain(adamw(...), sam(rho))``. Placed

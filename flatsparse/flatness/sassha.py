@@ -1,7 +1,7 @@
 """Sassha: sharpness-aware adaptive second-order optimization, one transform.
 
 Per step ``t = 1, 2, ...`` with incoming gradient ``g`` at ``w`` and the loss
-``f = value_fn`` (the extra argument of ARCHITECTURE.md)::
+``f = value_fn`` (an extra argument of ``update``; see ``flatsparse/train/step.py``)::
 
     w~  = w + rho * g / ||g||                      (SAM ascent; global norm)
     g~  = grad f(w~)
@@ -13,7 +13,7 @@ Per step ``t = 1, 2, ...`` with incoming gradient ``g`` at ``w`` and the loss
           - (lr_t * weight_decay / lr_0) * w       (decoupled, relative to lr_0)
 
 ``sassha`` returns the full update ``u`` (``optax.apply_updates(w, u)`` is
-step 5 of the issue: ``w * (1 - lr_t wd / lr_0) - ...``), so it sits last in
+the paper's update ``w * (1 - lr_t wd / lr_0) - ...``), so it sits last in
 a chain (after, e.g., ``optax.clip_by_global_norm``).
 
 Bias correction of ``D`` (``c2``), where the paper's formula and the

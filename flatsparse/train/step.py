@@ -3,9 +3,9 @@
 The train step computes the loss and gradients on the batch, keeps the batch
 statistics of that first forward pass, and hands every transform a
 ``value_fn(params) -> loss`` on the same batch, rng and batch statistics (the
-extra-argument protocol of ARCHITECTURE.md): SAM, curvature and zeroth-order
-transforms re-evaluate the loss through it, and its evaluations never change
-the batch statistics. Mixed precision: parameters stay float32; the model's
+extra-argument protocol listed in WORKSPACE.md, "Extra arguments"): SAM and
+curvature transforms re-evaluate the loss through it, and its evaluations never
+change the batch statistics. Mixed precision: parameters stay float32; the model's
 ``dtype`` sets the compute dtype and logits are cast to float32 for the loss.
 Gradient accumulation averages gradients over ``accum_steps`` micro-batches.
 Transforms also get ``activations_fn(params)``: the per-input-feature squared

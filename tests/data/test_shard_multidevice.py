@@ -5,7 +5,7 @@ Run in its own process, with the flag set before jax is imported::
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
         python -m pytest -q -m multidevice tests/data/test_shard_multidevice.py
 
-Follows ARCHITECTURE.md's rules: inputs placed before the step, every result
+Follows WORKSPACE.md's multi-device rules: inputs placed before the step, every result
 blocked on, and a hard timeout (thread method: a hang sits in XLA's C++).
 """
 

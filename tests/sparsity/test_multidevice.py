@@ -5,7 +5,7 @@ Run in its own process, with the flag set before jax is imported::
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
         python -m pytest -q -m multidevice tests/sparsity/test_multidevice.py
 
-Rules these tests follow (see ARCHITECTURE.md, "Multi-device and scale"): inputs
+Rules these tests follow (WORKSPACE.md, "Multi-device rules"): inputs
 are placed with ``jax.device_put(x, sharding)`` before the first step, every
 step's result is blocked on before the next is dispatched (on 2-core machines
 the simulated devices' collectives deadlock otherwise: XLA's CPU rendezvous
