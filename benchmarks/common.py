@@ -1,9 +1,16 @@
-"""Pieces shared by the benchmark scripts: workloads, command-line settings,
-device info, loss, jit cache size."""
+"""Pieces shared by the benchmark scripts, other than timing (``timing``).
+
+Workloads and their synthetic batches, the one train-step builder (plain,
+with extra arguments, or a hand-written SAM step) and the variants made of
+it, command-line settings, device info, compile diagnostics and the JSON
+output.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Mapping, Sequence
+import concurrent.futures
 import ctypes
 import dataclasses
 import datetime
@@ -11,7 +18,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, TypeVar
 
 import flax
 import flax.linen as nn
@@ -19,14 +26,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from benchmarks import timing
 from flatsparse import models
 
 PyTree = Any
+T = TypeVar("T")
 NUM_CLASSES = 10
 
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
+  """A model and the shape of its inputs."""
+
   name: str
   model: nn.Module
   input_shape: tuple[int, ...]  # One example, without the batch axis.
@@ -73,6 +84,195 @@ def make_batch(
   x = jax.random.normal(kx, (batch_size, *workload.input_shape), jnp.float32)
   y = jax.random.randint(ky, (batch_size,), 0, NUM_CLASSES)
   return x, y
+
+
+def init_variables(
+  workload: Workload, x: jax.Array, seed: int = 0
+) -> tuple[PyTree, PyTree]:
+  """``(params, batch_stats)`` for inputs like ``x``; batch stats are ``{}``
+  without BatchNorm."""
+  variables = jax.jit(lambda k, x: workload.model.init(k, x, train=False))(
+    jax.random.PRNGKey(seed), x[:1]
+  )
+  return variables["params"], variables.get("batch_stats", {})
+
+
+def prepare(
+  workload: Workload, batch_size: int, log: Callable[[str], None], seed: int = 0
+) -> tuple[tuple[jax.Array, jax.Array], PyTree, PyTree]:
+  """Logs the start of a workload; its ``(batch, params, batch_stats)``."""
+  log(f"workload {workload.name}, batch {batch_size}")
+  batch = make_batch(workload, batch_size)
+  return (batch, *init_variables(workload, batch[0], seed))
+
+
+def num_params(params: PyTree) -> int:
+  """How many numbers ``params`` holds."""
+  return int(sum(a.size for a in jax.tree.leaves(params)))
+
+
+# ---- train steps -------------------------------------------------------------
+
+
+def classification_loss(
+  model: nn.Module, has_batch_stats: bool
+) -> Callable[..., tuple[jax.Array, PyTree]]:
+  """``(params, batch_stats, x, y) -> (mean cross-entropy, batch_stats)``,
+  the batch statistics updated by the forward pass."""
+
+  def loss_fn(
+    params: PyTree, batch_stats: PyTree, x: jax.Array, y: jax.Array
+  ) -> tuple[jax.Array, PyTree]:
+    if has_batch_stats:
+      logits, new_vars = model.apply(
+        {"params": params, "batch_stats": batch_stats},
+        x,
+        train=True,
+        mutable=["batch_stats"],
+      )
+      batch_stats = new_vars["batch_stats"]
+    else:
+      logits = model.apply({"params": params}, x, train=True)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, batch_stats
+
+  return loss_fn
+
+
+def sgd() -> optax.GradientTransformation:
+  """The plain optimizer of every script: ``optax.sgd(0.1, momentum=0.9)``."""
+  return optax.sgd(0.1, momentum=0.9)
+
+
+# Extra arguments of ``tx.update`` given the step's ``value_fn``.
+Extras = Callable[[Callable[[PyTree], jax.Array]], dict[str, Any]]
+
+
+def no_extras(value_fn: Callable[[PyTree], jax.Array]) -> dict[str, Any]:
+  """No extra arguments (a plain optax transformation)."""
+  del value_fn
+  return {}
+
+
+def pass_value_fn(value_fn: Callable[[PyTree], jax.Array]) -> dict[str, Any]:
+  """The extra argument ``value_fn`` (SAM-style transformations)."""
+  return {"value_fn": value_fn}
+
+
+def make_step(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  has_batch_stats: bool,
+  extras: Extras = no_extras,
+  sam_limit_rho: float | None = None,
+) -> Callable[..., Any]:
+  """Jitted ``(params, opt_state, batch_stats, x, y) -> (..., loss)``.
+
+  The first three arguments are donated. ``value_fn`` (for ``extras``) is
+  the loss on the same batch with the statistics from *before* the step
+  (new statistics discarded), as ``flatsparse.train.make_train_step`` builds
+  it.
+
+  Args:
+    model: A linen module taking ``(x, train=True)``.
+    tx: The optimizer.
+    has_batch_stats: Whether the model has BatchNorm statistics.
+    extras: The extra arguments of ``tx.update``, given ``value_fn``.
+    sam_limit_rho: If given, the hand-written two-gradient SAM step of this
+      radius instead (``g = grad f(w)``, ``g~ = grad f(w + rho g / ||g||)``,
+      ``tx`` updates with ``g~``; ``extras`` unused): the limit for any SAM.
+
+  Returns:
+    The jitted step.
+  """
+  loss_fn = classification_loss(model, has_batch_stats)
+
+  def step(
+    params: PyTree,
+    opt_state: PyTree,
+    batch_stats: PyTree,
+    x: jax.Array,
+    y: jax.Array,
+  ) -> tuple[PyTree, PyTree, PyTree, jax.Array]:
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      params, batch_stats, x, y
+    )
+
+    def value_fn(p: PyTree) -> jax.Array:
+      # Same batch and the pre-step statistics; new statistics discarded.
+      return loss_fn(p, batch_stats, x, y)[0]
+
+    if sam_limit_rho is not None:
+      scale = sam_limit_rho / (optax.tree.norm(grads) + 1e-12)
+      perturbed = jax.tree.map(lambda w, g: w + scale * g, params, grads)
+      grads = jax.grad(value_fn)(perturbed)
+      updates, opt_state = tx.update(grads, opt_state, params)
+    else:
+      updates, opt_state = tx.update(
+        grads, opt_state, params, **extras(value_fn)
+      )
+    return optax.apply_updates(params, updates), opt_state, new_stats, loss
+
+  return jax.jit(step, donate_argnums=(0, 1, 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One timed train step: an optimizer and how the step calls it.
+
+  Attributes:
+    tx: The optimizer.
+    extras: The extra arguments of ``tx.update`` (see :func:`make_step`).
+    period: Steps per refresh window (>1: timed in whole windows).
+    sam_limit_rho: If given, the hand-written SAM step of this radius.
+  """
+
+  tx: optax.GradientTransformation
+  extras: Extras = no_extras
+  period: int = 1
+  sam_limit_rho: float | None = None
+
+
+def variant_runners(
+  workload: Workload,
+  batch_size: int,
+  variants: Mapping[str, Variant],
+  names: Sequence[str],
+  log: Callable[[str], None],
+  seed: int = 0,
+) -> tuple[PyTree, dict[str, timing.StepRunner]]:
+  """The initial params of ``workload`` (:func:`prepare`) and a runner of
+  each variant of ``names``, all from copies of the same state.
+
+  Args:
+    workload: The model and its inputs.
+    batch_size: Examples in the fixed batch.
+    variants: Every variant, in timing order.
+    names: The variants to run.
+    log: Where the start of the workload is noted.
+    seed: Of the initialization.
+
+  Returns:
+    ``(params, runners by name)``.
+  """
+  batch, params, batch_stats = prepare(workload, batch_size, log, seed)
+  has_bs = bool(jax.tree.leaves(batch_stats))
+  runners = {
+    name: timing.StepRunner(
+      make_step(workload.model, v.tx, has_bs, v.extras, v.sam_limit_rho),
+      v.tx,
+      params,
+      batch_stats,
+      batch,
+      period=v.period,
+    )
+    for name, v in variants.items()
+    if name in names
+  }
+  return params, runners
+
+
+# ---- settings ----------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +365,9 @@ def run_settings(
   return names, *counts
 
 
+# ---- output and diagnostics --------------------------------------------------
+
+
 def no_recompilation(cache_sizes: dict[str, int | None]) -> bool:
   """Every jitted step compiled once (None: jax lacks the cache API)."""
   return all(c in (None, 1) for c in cache_sizes.values())
@@ -204,12 +407,9 @@ def disable_malloc_mmap() -> bool:
   )
 
 
-def compiled_stats(runner: Any) -> dict[str, Any]:
-  """XLA's estimates for ``runner.step`` on ``runner.args()`` (abstract args)."""
-  spec = jax.tree.map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), runner.args()
-  )
-  compiled = runner.step.lower(*spec).compile()
+def compiled_stats(runner: timing.Runner) -> dict[str, Any]:
+  """XLA's estimates for the runner's compiled function (nothing runs)."""
+  compiled = runner.compile()
   out: dict[str, Any] = {}
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # Older jax: one dict per computation.
@@ -229,6 +429,15 @@ def compiled_stats(runner: Any) -> dict[str, Any]:
   return out
 
 
+def map_runners(
+  fn: Callable[[timing.Runner], T], runners: Mapping[str, timing.Runner]
+) -> dict[str, T]:
+  """``fn`` of every runner, by name, computed in threads (XLA compiles
+  without the GIL, so e.g. :func:`compiled_stats` of several at once)."""
+  with concurrent.futures.ThreadPoolExecutor(len(runners)) as pool:
+    return dict(zip(runners, pool.map(fn, runners.values())))
+
+
 def device_info() -> dict[str, Any]:
   """What ran the benchmark: device, versions, XLA flags, UTC date."""
   device = jax.devices()[0]
@@ -241,7 +450,7 @@ def device_info() -> dict[str, Any]:
     "optax": optax.__version__,
     "flax": flax.__version__,
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+    "date": datetime.datetime.now(datetime.UTC).isoformat(
       timespec="seconds"
     ),
   }
@@ -262,25 +471,36 @@ def cache_size(fn: Any) -> int | None:
   return size() if callable(size) else None
 
 
-def classification_loss(
-  model: nn.Module, has_batch_stats: bool
-) -> Callable[..., tuple[jax.Array, PyTree]]:
-  """``(params, batch_stats, x, y) -> (mean cross-entropy, new batch_stats)``."""
+def jit_cache_sizes(
+  runners: Mapping[str, timing.Runner],
+) -> dict[str, int | None]:
+  """:func:`cache_size` of every runner's function, by name."""
+  return {name: cache_size(r.fn) for name, r in runners.items()}
 
-  def loss_fn(
-    params: PyTree, batch_stats: PyTree, x: jax.Array, y: jax.Array
-  ) -> tuple[jax.Array, PyTree]:
-    if has_batch_stats:
-      logits, new_vars = model.apply(
-        {"params": params, "batch_stats": batch_stats},
-        x,
-        train=True,
-        mutable=["batch_stats"],
-      )
-      batch_stats = new_vars["batch_stats"]
-    else:
-      logits = model.apply({"params": params}, x, train=True)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    return loss, batch_stats
 
-  return loss_fn
+def workload_checks(
+  runners: Mapping[str, timing.Runner],
+  times: Mapping[str, timing.Timings],
+  start: float,
+  **fields: Any,
+) -> dict[str, Any]:
+  """The fields that end a workload's JSON section.
+
+  Args:
+    runners: The runners whose jit cache sizes are reported.
+    times: The timings whose numbers of calls are reported.
+    start: The ``time.perf_counter()`` value the workload started at.
+    **fields: Further fields, put after ``no_recompilation``.
+
+  Returns:
+    ``jit_cache_sizes``, ``no_recompilation``, the ``fields``, ``samples``
+    (timed calls of each runner) and ``wall_s`` (seconds since ``start``).
+  """
+  cache_sizes = jit_cache_sizes(runners)
+  return {
+    "jit_cache_sizes": cache_sizes,
+    "no_recompilation": no_recompilation(cache_sizes),
+    **fields,
+    "samples": {name: t.samples for name, t in times.items()},
+    "wall_s": round(time.perf_counter() - start, 1),
+  }

@@ -1,4 +1,4 @@
-"""Step cost of the flatness optimizers against their limits, one process.
+r"""Step cost of the flatness optimizers against their limits, one process.
 
 What is measured, per workload (``mlp``: MLP 784-1024-1024-10; ``resnet18``:
 CIFAR ResNet-18 on 32x32x3 with BatchNorm), 10 classes, one fixed synthetic
@@ -75,97 +75,57 @@ on 2 idle cores, 70 s with another process on them; the ResNet-18 line below
 about 110 s)::
 
     python -m benchmarks.flatness_cost
-    python -m benchmarks.flatness_cost --workloads resnet18 --batch-size 16 \\
+    python -m benchmarks.flatness_cost --workloads resnet18 --batch-size 16 \
         --variants sgd,sam_limit,sam_ours,sam_optax --steps 10 --rounds 5
 
 On an accelerator the defaults become ``mlp,resnet18`` at batch 256, 10
 rounds of 20 steps; jax must be a CUDA build. Through the device tool, from
 the repo root (``$OUT`` comes back)::
 
-    PYTHONPATH=$PWD python3 -m benchmarks.flatness_cost \\
+    PYTHONPATH=$PWD python3 -m benchmarks.flatness_cost \
         --json-out "$OUT/flatness_cost_gpu.json"
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import dataclasses
-import math
-import statistics
+from collections.abc import Mapping, Sequence
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from benchmarks import common
+from benchmarks import timing
 import flatsparse as fs
 
 PyTree = Any
-Batch = tuple[jax.Array, jax.Array]
 
-NUM_CLASSES = common.NUM_CLASSES
 SEED = 0
 RHO = 0.05  # SAM radius of the three SAM variants.
 SASSHA_K = 10
 SOPHIA_INTERVAL = 10  # optax.contrib.sophia's default update_interval.
 SAM_TARGET_PERCENT = 2.0
 SASSHA_TARGET_RATIO = 2.2
-WARMUP_STEPS = 3
 CPU_DEFAULTS = common.Defaults("mlp", 256, 20, 15)
 ACCELERATOR_DEFAULTS = common.Defaults("mlp,resnet18", 256, 20, 10)
-
-
-# ---- workloads ----------------------------------------------------------------
-
-
-Workload = common.Workload
 WORKLOADS = common.workloads("mlp", "resnet18")
 
 
-def init_variables(workload: Workload, x: jax.Array) -> tuple[PyTree, PyTree]:
-  """``(params, batch_stats)``; batch stats are ``{}`` without BatchNorm."""
-  variables = jax.jit(lambda k, x: workload.model.init(k, x, train=False))(
-    jax.random.PRNGKey(SEED), x[:1]
-  )
-  return variables["params"], variables.get("batch_stats", {})
+# ---- the variants ------------------------------------------------------------
 
 
-# ---- the variants -------------------------------------------------------------
-
-
-def sgd() -> optax.GradientTransformation:
-  return optax.sgd(0.1, momentum=0.9)
-
-
-# Extra arguments of ``tx.update`` given the step's ``value_fn``.
-Extras = Callable[[Callable[[PyTree], jax.Array]], dict[str, Any]]
-
-
-def no_extras(value_fn: Callable[[PyTree], jax.Array]) -> dict[str, Any]:
-  del value_fn
-  return {}
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-  tx: optax.GradientTransformation
-  extras: Extras | None  # None: the hand-written SAM limit.
-  period: int = 1  # Steps per refresh window (>1: timed in whole windows).
-
-
-def make_variants() -> dict[str, Variant]:
+def make_variants() -> dict[str, common.Variant]:
   """Every variant (insertion order is the timing order within a round)."""
+  sgd, Variant = common.sgd, common.Variant
   adv = optax.chain(optax.contrib.normalize(), optax.sgd(RHO))
   return {
-    "sgd": Variant(sgd(), no_extras),
-    "sam_limit": Variant(sgd(), None),
+    "sgd": Variant(sgd()),
+    "sam_limit": Variant(sgd(), sam_limit_rho=RHO),
     "sam_ours": Variant(
-      optax.chain(fs.flatness.sam(RHO), sgd()),
-      lambda f: {"value_fn": f},
+      optax.chain(fs.flatness.sam(RHO), sgd()), common.pass_value_fn
     ),
     "sam_optax": Variant(
       optax.contrib.sam(sgd(), adv, sync_period=2, opaque_mode=True),
@@ -173,10 +133,10 @@ def make_variants() -> dict[str, Variant]:
     ),
     "sassha": Variant(
       fs.flatness.sassha(0.15, rho=0.2, k=SASSHA_K),
-      lambda f: {"value_fn": f},
+      common.pass_value_fn,
       SASSHA_K,
     ),
-    "adamw": Variant(optax.adamw(1e-3), no_extras),
+    "adamw": Variant(optax.adamw(1e-3)),
     "sophia_optax": Variant(
       optax.contrib.sophia(1e-3, update_interval=SOPHIA_INTERVAL),
       lambda f: {"obj_fn": f},
@@ -186,100 +146,14 @@ def make_variants() -> dict[str, Variant]:
 
 
 VARIANTS = tuple(make_variants())
-
-
-def make_step(
-  model: nn.Module,
-  tx: optax.GradientTransformation,
-  extras: Extras | None,
-  has_batch_stats: bool,
-) -> Callable[..., Any]:
-  """Jitted ``(params, opt_state, batch_stats, x, y) -> (..., loss)``.
-
-  With ``extras=None``, the hand-written two-gradient SAM step.
-  """
-  loss_fn = common.classification_loss(model, has_batch_stats)
-
-  def step(
-    params: PyTree,
-    opt_state: PyTree,
-    batch_stats: PyTree,
-    x: jax.Array,
-    y: jax.Array,
-  ) -> tuple[PyTree, PyTree, PyTree, jax.Array]:
-    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      params, batch_stats, x, y
-    )
-
-    def value_fn(p: PyTree) -> jax.Array:
-      # Same batch and the pre-step statistics; new statistics discarded.
-      return loss_fn(p, batch_stats, x, y)[0]
-
-    if extras is None:
-      scale = RHO / (optax.tree.norm(grads) + 1e-12)
-      perturbed = jax.tree.map(lambda w, g: w + scale * g, params, grads)
-      grads = jax.grad(value_fn)(perturbed)
-      updates, opt_state = tx.update(grads, opt_state, params)
-    else:
-      updates, opt_state = tx.update(
-        grads, opt_state, params, **extras(value_fn)
-      )
-    return optax.apply_updates(params, updates), opt_state, new_stats, loss
-
-  return jax.jit(step, donate_argnums=(0, 1, 2))
-
-
-# ---- timing -------------------------------------------------------------------
-
-
 log = common.make_log("flatness_cost")
 
 
-class StepRunner:
-  """One variant and the training state it carries forward (never reset)."""
-
-  def __init__(
-    self,
-    variant: Variant,
-    model: nn.Module,
-    params: PyTree,
-    batch_stats: PyTree,
-    batch: Batch,
-  ):
-    has_bs = bool(jax.tree.leaves(batch_stats))
-    self.step = make_step(model, variant.tx, variant.extras, has_bs)
-    self.period = variant.period
-    self.batch = batch
-    copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t))
-    self.state = (
-      copy(params),
-      jax.jit(variant.tx.init)(params),
-      copy(batch_stats),
-    )
-    self.count = 0  # Steps taken; the optimizer's count before the next one.
-    self.first_loss: float | None = None
-
-  def args(self) -> tuple[Any, ...]:
-    return (*self.state, *self.batch)
-
-  def steps_for(self, n: int) -> int:
-    """``n`` rounded up to whole refresh windows."""
-    return self.period * math.ceil(n / self.period)
-
-  def run(self, n: int) -> list[tuple[int, float]]:
-    """Takes ``n`` steps; returns ``(count before the step, seconds)``."""
-    out = []
-    for _ in range(n):
-      start = time.perf_counter()
-      *state, loss = jax.block_until_ready(self.step(*self.args()))
-      out.append((self.count, time.perf_counter() - start))
-      self.state, self.count = tuple(state), self.count + 1
-      if self.first_loss is None:
-        self.first_loss = float(loss)
-    return out
+# ---- one workload ------------------------------------------------------------
 
 
 def max_abs_diff(a: PyTree, b: PyTree) -> float:
+  """Largest absolute difference of two trees of the same structure."""
   return float(
     max(
       jnp.max(jnp.abs(x - y))
@@ -288,114 +162,33 @@ def max_abs_diff(a: PyTree, b: PyTree) -> float:
   )
 
 
-def warm_up(runners: dict[str, StepRunner]) -> dict[str, float]:
-  """Compiles and runs every variant ``WARMUP_STEPS`` times, in threads
-  (XLA compiles without the GIL). Returns the largest parameter difference
-  of the other SAM variants from ``sam_limit`` after the first step (all
-  start from the same state)."""
-  with concurrent.futures.ThreadPoolExecutor(len(runners)) as pool:
-    list(pool.map(lambda r: r.run(1), runners.values()))
-    diffs = {
-      name: max_abs_diff(runners[name].state[0], runners["sam_limit"].state[0])
-      for name in ("sam_ours", "sam_optax")
-      if name in runners and "sam_limit" in runners
-    }
-    list(pool.map(lambda r: r.run(WARMUP_STEPS - 1), runners.values()))
-  return diffs
-
-
-@dataclasses.dataclass
-class Timings:
-  rounds: list[list[tuple[int, float]]] = dataclasses.field(
-    default_factory=list
-  )
-
-  def all(self) -> list[float]:
-    return [s for r in self.rounds for _, s in r]
-
-  def median_ms(self) -> float:
-    return 1e3 * statistics.median(self.all())
-
-  def mean_ms(self) -> float:
-    return 1e3 * statistics.fmean(self.all())
-
-  def min_ms(self) -> float:
-    return 1e3 * min(self.all())
-
-  def window_mean_ms(self) -> float:
-    """Median over rounds of each round's mean (whole windows per round)."""
-    return 1e3 * statistics.median(
-      statistics.fmean(s for _, s in r) for r in self.rounds
-    )
-
-  def split_ms(
-    self, is_special: Callable[[int], bool], special: str, other: str
-  ) -> dict[str, float]:
-    """Medians of the steps whose count satisfies ``is_special`` and of the
-    others (e.g. refresh vs reuse steps, projection vs plain steps)."""
-    hit = [s for r in self.rounds for c, s in r if is_special(c)]
-    rest = [s for r in self.rounds for c, s in r if not is_special(c)]
-    return {
-      f"{special}_median": round(1e3 * statistics.median(hit), 3),
-      f"{other}_median": round(1e3 * statistics.median(rest), 3),
-      f"{special}_steps": len(hit),
-      f"{other}_steps": len(rest),
-    }
-
-  def refresh_reuse_ms(self, period: int) -> dict[str, float]:
-    return self.split_ms(lambda c: c % period == 0, "refresh", "reuse")
-
-
-def time_interleaved(
-  runners: dict[str, StepRunner],
-  steps: int,
-  rounds: int,
-  log: Callable[[str], None] = log,
-  summary: str = "median",
-) -> dict[str, Timings]:
-  """``rounds`` rounds of ``steps`` steps (whole windows) per variant,
-  logging each round's ``summary`` (``'median'`` or ``'mean'``) step."""
-  reduce = {"median": statistics.median, "mean": statistics.fmean}[summary]
-  times = {name: Timings() for name in runners}
-  for i in range(rounds):
-    for name, runner in runners.items():
-      times[name].rounds.append(runner.run(runner.steps_for(steps)))
-    log(
-      f"  round {i + 1}/{rounds}: "
-      + ", ".join(
-        f"{n} {1e3 * reduce(s for _, s in t.rounds[-1]):.2f}"
-        for n, t in times.items()
-      )
-      + (" ms" if summary == "median" else f" ms ({summary})")
-    )
-  return times
-
-
-# ---- one workload -------------------------------------------------------------
-
-
-def ratio(times: dict[str, Timings], num: str, den: str) -> dict[str, float]:
-  a, b = times[num], times[den]
+def diffs_from_sam_limit(
+  runners: Mapping[str, timing.StepRunner],
+) -> dict[str, float]:
+  """The largest parameter difference of the other SAM variants from
+  ``sam_limit`` (after the first step: all start from the same state)."""
   return {
-    "median": round(a.median_ms() / b.median_ms(), 4),
-    "mean": round(a.mean_ms() / b.mean_ms(), 4),
-    "min": round(a.min_ms() / b.min_ms(), 4),
+    name: max_abs_diff(runners[name].state[0], runners["sam_limit"].state[0])
+    for name in ("sam_ours", "sam_optax")
+    if name in runners and "sam_limit" in runners
   }
 
 
-# (name, numerator, denominator) of every reported ratio.
+def refresh_reuse_ms(times: timing.Timings, period: int) -> dict[str, float]:
+  """Medians of the refresh steps (count divisible by the period) and of the
+  reuse steps."""
+  return times.split_ms(lambda c: c % period == 0, "refresh", "reuse")
+
+
+# ``numerator/denominator`` of every reported ratio.
 RATIOS = (
-  ("sam_limit_over_sgd", "sam_limit", "sgd"),
-  ("sam_ours_over_sgd", "sam_ours", "sgd"),
-  ("sam_ours_over_sam_limit", "sam_ours", "sam_limit"),
-  ("sam_optax_over_sgd", "sam_optax", "sgd"),
-  ("sam_optax_over_sam_limit", "sam_optax", "sam_limit"),
-  ("sassha_over_adamw", "sassha", "adamw"),
-  ("sophia_optax_over_adamw", "sophia_optax", "adamw"),
+  "sam_limit/sgd", "sam_ours/sgd", "sam_ours/sam_limit", "sam_optax/sgd",
+  "sam_optax/sam_limit", "sassha/adamw", "sophia_optax/adamw",
 )
 
 
 def targets(ratios: dict[str, dict[str, float]]) -> dict[str, Any]:
+  """The issue's targets of the ratios that were measured, and whether met."""
   out: dict[str, Any] = {}
   if "sam_ours_over_sam_limit" in ratios:
     pct = 100 * (ratios["sam_ours_over_sam_limit"]["median"] - 1)
@@ -410,78 +203,47 @@ def targets(ratios: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 
 def bench_workload(
-  workload: Workload,
+  workload: common.Workload,
   variants: Sequence[str],
   batch_size: int,
   steps: int,
   rounds: int,
   with_compiled: bool,
 ) -> dict[str, Any]:
+  """Times the variants on one workload; returns its JSON section."""
   start = time.perf_counter()
-  log(f"workload {workload.name}, batch {batch_size}")
-  batch = common.make_batch(workload, batch_size)
-  params, batch_stats = init_variables(workload, batch[0])
-  runners = {
-    name: StepRunner(v, workload.model, params, batch_stats, batch)
-    for name, v in make_variants().items()
-    if name in variants
-  }
-  t0 = time.perf_counter()
-  diffs = warm_up(runners)
-  log(
-    f"  compiled and warmed up {len(runners)} variants in "
-    f"{time.perf_counter() - t0:.1f}s; timing {rounds} rounds"
+  params, runners = common.variant_runners(
+    workload, batch_size, make_variants(), variants, log, SEED
   )
-  times = time_interleaved(runners, steps, rounds)
-  cache_sizes = {name: common.cache_size(r.step) for name, r in runners.items()}
-
-  compiled: dict[str, Any] = {}
-  if with_compiled:
-    with concurrent.futures.ThreadPoolExecutor(len(runners)) as pool:
-      compiled = dict(
-        zip(runners, pool.map(common.compiled_stats, runners.values()))
-      )
-
-  ratios = {
-    name: ratio(times, num, den)
-    for name, num, den in RATIOS
-    if num in times and den in times
-  }
-  ours_vs_limit = [
-    statistics.median(s for _, s in o) / statistics.median(s for _, s in m)
-    for o, m in zip(
-      times.get("sam_ours", Timings()).rounds,
-      times.get("sam_limit", Timings()).rounds,
-    )
-  ]
+  diffs = timing.warm_up(runners, log=log, after_first=diffs_from_sam_limit)
+  times = timing.time_interleaved(runners, steps, rounds, log=log)
+  compiled = (
+    common.map_runners(common.compiled_stats, runners) if with_compiled else {}
+  )
+  ratios = timing.ratios(times, RATIOS)
   windowed = [n for n, r in runners.items() if r.period > 1]
-  losses = {name: r.first_loss for name, r in runners.items()}
   return {
-    "num_params": int(sum(a.size for a in jax.tree.leaves(params))),
+    "num_params": common.num_params(params),
     "batch_size": batch_size,
-    "median_step_ms": {n: round(t.median_ms(), 3) for n, t in times.items()},
-    "mean_step_ms": {n: round(t.mean_ms(), 3) for n, t in times.items()},
-    "min_step_ms": {n: round(t.min_ms(), 3) for n, t in times.items()},
+    **timing.step_ms(times, "median", "mean", "min"),
     "window_mean_step_ms": {
       n: round(times[n].window_mean_ms(), 3) for n in windowed
     },
     "refresh_and_reuse_step_ms": {
-      n: times[n].refresh_reuse_ms(runners[n].period) for n in windowed
+      n: refresh_reuse_ms(times[n], runners[n].period) for n in windowed
     },
     "ratios": ratios,
-    "per_round_sam_ours_over_sam_limit": [round(r, 4) for r in ours_vs_limit],
+    "per_round_sam_ours_over_sam_limit": timing.per_round_ratios(
+      times, "sam_ours", "sam_limit"
+    ),
     "targets": targets(ratios),
-    "first_step_loss": losses,
+    "first_step_loss": {n: r.first_loss for n, r in runners.items()},
     "max_param_diff_from_sam_limit_after_one_step": diffs,
-    "jit_cache_sizes": cache_sizes,
-    "no_recompilation": common.no_recompilation(cache_sizes),
-    "compiled": compiled,
-    "samples": {n: len(t.all()) for n, t in times.items()},
-    "wall_s": round(time.perf_counter() - start, 1),
+    **common.workload_checks(runners, times, start, compiled=compiled),
   }
 
 
-# ---- main ---------------------------------------------------------------------
+# ---- main --------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -505,8 +267,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument(
     "--malloc-no-mmap",
     action="store_true",
-    help="CPU/glibc: never mmap large blocks (see sparsity_overhead's "
-    "disable_malloc_mmap): steps whose scratch exceeds 32 MiB (sassha, "
+    help="CPU/glibc: never mmap large blocks (see "
+    "common.disable_malloc_mmap): steps whose scratch exceeds 32 MiB (sassha, "
     "sophia_optax) then stop page-faulting it afresh every call.",
   )
   parser.add_argument(
@@ -532,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "batch_size": batch_size,
       "steps": steps,
       "rounds": rounds,
-      "warmup": WARMUP_STEPS,
+      "warmup": timing.WARMUP_STEPS,
       "variants": variants,
       "malloc_no_mmap": no_mmap,
       "outer_optimizer": "sgd(0.1, momentum=0.9)",

@@ -1,4 +1,4 @@
-"""Step cost of SAFE and ADMM against a plain and a SAM step, one process.
+r"""Step cost of SAFE and ADMM against a plain and a SAM step, one process.
 
 What is measured, per workload of ``benchmarks.common`` (``mlp``: MLP
 784-1024-1024-10; ``resnet18``: CIFAR ResNet-18 with BatchNorm; ``vit_s``:
@@ -6,7 +6,7 @@ ViT-S/4 on 32x32x3), 10 classes, one fixed synthetic batch, softmax
 cross-entropy. Every variant is one full jitted train step ``(params,
 opt_state, batch_stats, x, y) -> (params, opt_state, batch_stats, loss)``
 with params, optimizer state and batch statistics donated (the step of
-``benchmarks.flatness_cost``):
+``benchmarks.flatness_cost``, ``benchmarks.common.make_step``):
 
 * ``sgd``: the plain step, ``optax.sgd(0.1, momentum=0.9)`` (the baseline of
   every ratio; the base optimizer of all the others).
@@ -42,33 +42,31 @@ measured on the 2-core development machine while other jobs shared it: the
 default, ``mlp`` at batch 256, 15 rounds of 32 steps, 49 s; the ResNet-18
 line 6 min, most of it compiling and the slow CPU convolutions)::
 
-    python -m benchmarks.safe_cost \\
+    python -m benchmarks.safe_cost \
         --json-out benchmarks/results/safe_cost_cpu.json
-    python -m benchmarks.safe_cost --workloads resnet18 --batch-size 16 \\
-        --steps 32 --rounds 3 \\
+    python -m benchmarks.safe_cost --workloads resnet18 --batch-size 16 \
+        --steps 32 --rounds 3 \
         --json-out benchmarks/results/safe_cost_cpu_resnet18.json
 
 On an accelerator the defaults become ``mlp,resnet18,vit_s`` at batch 256,
 64 steps per round, 10 rounds; jax must be a CUDA build. Through the device
 tool, from the repo root (``$OUT`` comes back)::
 
-    PYTHONPATH=$PWD python3 -m benchmarks.safe_cost \\
+    PYTHONPATH=$PWD python3 -m benchmarks.safe_cost \
         --json-out "$OUT/safe_cost_gpu.json"
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
+from collections.abc import Sequence
 import time
 from typing import Any
-from collections.abc import Sequence
 
-import jax
 import optax
 
 from benchmarks import common
-from benchmarks import flatness_cost as fc
+from benchmarks import timing
 import flatsparse as fs
 
 RHO = 0.1  # SAM radius of sam and safe (the SAFE paper's).
@@ -81,50 +79,49 @@ ACCELERATOR_DEFAULTS = common.Defaults("mlp,resnet18,vit_s", 256, 64, 10)
 WORKLOADS = common.workloads("mlp", "resnet18", "vit_s")
 
 
-def make_variants() -> dict[str, fc.Variant]:
+def make_variants() -> dict[str, common.Variant]:
   """Every variant (insertion order is the timing order within a round)."""
+  sgd, Variant = common.sgd, common.Variant
   projection = fs.safe.Projection(sparsity=SPARSITY, scope="layer")
-  value_fn = lambda f: {"value_fn": f}
   return {
-    "sgd": fc.Variant(fc.sgd(), fc.no_extras),
-    "sam": fc.Variant(optax.chain(fs.sam(rho=RHO), fc.sgd()), value_fn),
-    "admm": fc.Variant(
-      fs.safe.admm(fc.sgd(), projection, lam=LAM, dual_period=DUAL_PERIOD),
-      fc.no_extras,
-      DUAL_PERIOD,
+    "sgd": Variant(sgd()),
+    "sam": Variant(
+      optax.chain(fs.sam(rho=RHO), sgd()), common.pass_value_fn
     ),
-    "safe": fc.Variant(
+    "admm": Variant(
+      fs.safe.admm(sgd(), projection, lam=LAM, dual_period=DUAL_PERIOD),
+      period=DUAL_PERIOD,
+    ),
+    "safe": Variant(
       fs.safe.safe(
-        fc.sgd(),
+        sgd(),
         projection,
         lam=LAM,
         rho=RHO,
         dual_period=DUAL_PERIOD,
         total_steps=TOTAL_STEPS,
       ),
-      value_fn,
+      common.pass_value_fn,
       DUAL_PERIOD,
     ),
   }
 
 
 VARIANTS = tuple(make_variants())
-RATIOS = (
-  ("sam_over_sgd", "sam", "sgd"),
-  ("admm_over_sgd", "admm", "sgd"),
-  ("safe_over_sgd", "safe", "sgd"),
-  ("safe_over_sam", "safe", "sam"),
-  ("safe_over_admm", "safe", "admm"),
-)
+# ``numerator/denominator`` of every reported ratio.
+RATIOS = ("sam/sgd", "admm/sgd", "safe/sgd", "safe/sam", "safe/admm")
 
 log = common.make_log("safe_cost")
 
 
-def projection_split_ms(times: fc.Timings, period: int) -> dict[str, Any]:
+def projection_split_ms(
+  times: timing.Timings, period: int
+) -> dict[str, float]:
   """Median of the steps that project (count + 1 divisible by the period)
   and of the others."""
-  return times.split_ms(lambda c: (c + 1) % period == 0, "projection",
-                        "plain")
+  return times.split_ms(
+    lambda c: (c + 1) % period == 0, "projection", "plain"
+  )
 
 
 def bench_workload(
@@ -134,48 +131,27 @@ def bench_workload(
   steps: int,
   rounds: int,
 ) -> dict[str, Any]:
+  """Times the variants on one workload; returns its JSON section."""
   start = time.perf_counter()
-  log(f"workload {workload.name}, batch {batch_size}")
-  batch = common.make_batch(workload, batch_size)
-  params, batch_stats = fc.init_variables(workload, batch[0])
-  runners = {
-    name: fc.StepRunner(v, workload.model, params, batch_stats, batch)
-    for name, v in make_variants().items()
-    if name in variants
-  }
-  t0 = time.perf_counter()
-  with concurrent.futures.ThreadPoolExecutor(len(runners)) as pool:
-    # Whole dual periods, so timing starts at a period boundary.
-    list(pool.map(lambda r: r.run(r.steps_for(fc.WARMUP_STEPS)),
-                  runners.values()))
-  log(
-    f"  compiled and warmed up {len(runners)} variants in "
-    f"{time.perf_counter() - t0:.1f}s; timing {rounds} rounds"
+  params, runners = common.variant_runners(
+    workload, batch_size, make_variants(), variants, log
   )
-  times = fc.time_interleaved(runners, steps, rounds, log=log,
-                              summary="mean")
-  cache_sizes = {name: common.cache_size(r.step) for name, r in runners.items()}
-  ratios = {
-    name: fc.ratio(times, num, den)
-    for name, num, den in RATIOS
-    if num in times and den in times
-  }
+  # Whole dual periods, so timing starts at a period boundary.
+  timing.warm_up(runners, log=log, whole_periods=True)
+  times = timing.time_interleaved(
+    runners, steps, rounds, log=log, summary="mean"
+  )
   windowed = [n for n, r in runners.items() if r.period > 1]
   return {
-    "num_params": int(sum(a.size for a in jax.tree.leaves(params))),
+    "num_params": common.num_params(params),
     "batch_size": batch_size,
-    "median_step_ms": {n: round(t.median_ms(), 3) for n, t in times.items()},
-    "mean_step_ms": {n: round(t.mean_ms(), 3) for n, t in times.items()},
-    "min_step_ms": {n: round(t.min_ms(), 3) for n, t in times.items()},
+    **timing.step_ms(times, "median", "mean", "min"),
     "projection_and_plain_step_ms": {
       n: projection_split_ms(times[n], runners[n].period) for n in windowed
     },
-    "ratios": ratios,
+    "ratios": timing.ratios(times, RATIOS),
     "first_step_loss": {n: r.first_loss for n, r in runners.items()},
-    "jit_cache_sizes": cache_sizes,
-    "no_recompilation": common.no_recompilation(cache_sizes),
-    "samples": {n: len(t.all()) for n, t in times.items()},
-    "wall_s": round(time.perf_counter() - start, 1),
+    **common.workload_checks(runners, times, start),
   }
 
 

@@ -1,4 +1,4 @@
-"""Cost of the sparsity wrapper relative to a dense optax step, in one process.
+r"""Cost of the sparsity wrapper relative to a dense optax step, in one process.
 
 What is measured, per workload (``mlp``: MLP 784-1024-1024-10; ``resnet18``:
 CIFAR ResNet-18 on 32x32x3 with BatchNorm), batch 256 of fixed synthetic data,
@@ -45,7 +45,7 @@ turns that off (``mallopt``) to show the overhead without it.
 Run (prints one JSON object, progress on stderr)::
 
     python -m benchmarks.sparsity_overhead
-    python -m benchmarks.sparsity_overhead --workloads mlp,resnet18 \\
+    python -m benchmarks.sparsity_overhead --workloads mlp,resnet18 \
         --steps 20 --rounds 7 --json-out /tmp/sparsity_overhead.json
 
 Defaults: ``mlp`` on CPU (about 40 s on 2 cores), ``mlp,resnet18`` when the
@@ -57,85 +57,42 @@ On a GPU machine the command is the same; jax must be a CUDA build (e.g.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import dataclasses
-import resource
-import statistics
+from collections.abc import Callable, Sequence
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from benchmarks import common
+from benchmarks import timing
 import flatsparse as fs
 
 PyTree = Any
 Batch = tuple[jax.Array, jax.Array]
-State = tuple[PyTree, PyTree, PyTree]  # (params, opt_state, batch_stats)
 
 SPARSITY = 0.9
-NUM_CLASSES = common.NUM_CLASSES
-WARMUP_STEPS = 3
 GRADUAL_WINDOW = 100
 GRADUAL_FREQ = 10
 NEVER = 10**9  # A schedule start step that timing never reaches.
 LEAF_SHAPE = (1024, 1024)
 CPU_DEFAULTS = common.Defaults("mlp", 256, 20, 7)
 ACCELERATOR_DEFAULTS = common.Defaults("mlp,resnet18", 256, 20, 7)
-
-
-# ---- workloads ----------------------------------------------------------------
-
-
-Workload = common.Workload
 WORKLOADS = common.workloads("mlp", "resnet18")
+log = common.make_log("sparsity_overhead")
 
 
-def init_variables(
-  workload: Workload, batch: Batch, seed: int = 0
-) -> tuple[PyTree, PyTree]:
-  """``(params, batch_stats)``; batch stats are ``{}`` without BatchNorm."""
-  variables = jax.jit(lambda k, x: workload.model.init(k, x, train=False))(
-    jax.random.PRNGKey(seed), batch[0]
-  )
-  return variables["params"], variables.get("batch_stats", {})
-
-
-# ---- the one train-step builder ---------------------------------------------
-
-
-def make_train_step(
-  model: nn.Module, tx: optax.GradientTransformation, has_batch_stats: bool
-) -> Callable[..., Any]:
-  """Jitted ``(params, opt_state, batch_stats, batch) -> (..., loss)``."""
-
-  loss_fn = common.classification_loss(model, has_batch_stats)
-
-  def step(
-    params: PyTree, opt_state: PyTree, batch_stats: PyTree, batch: Batch
-  ) -> tuple[PyTree, PyTree, PyTree, jax.Array]:
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      params, batch_stats, *batch
-    )
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, batch_stats, loss
-
-  return jax.jit(step, donate_argnums=(0, 1, 2))
+# ---- the transforms ----------------------------------------------------------
 
 
 def make_transforms() -> dict[str, optax.GradientTransformation]:
   """The optimizer of every train-step variant."""
 
-  def base() -> optax.GradientTransformation:
-    return optax.sgd(0.1, momentum=0.9)
-
   def pruned(schedule: Any, **kwargs: Any) -> optax.GradientTransformation:
     return fs.sparsity.magnitude_pruning(
       sparsity=SPARSITY, schedule=schedule, **kwargs
-    ).wrap(base())
+    ).wrap(common.sgd())
 
   def host_scheduled(
     tx: optax.GradientTransformation, mask_update: bool
@@ -150,7 +107,7 @@ def make_transforms() -> dict[str, optax.GradientTransformation]:
 
   never = fs.sparsity.Periodic(update_freq=1, update_start_step=NEVER)
   return {
-    "dense": base(),
+    "dense": common.sgd(),
     "pruned_steady": pruned(never),
     "pruned_host_steady": host_scheduled(pruned(never), False),
     "pruned_host_mask_update": host_scheduled(pruned(never), True),
@@ -166,123 +123,7 @@ def make_transforms() -> dict[str, optax.GradientTransformation]:
   }
 
 
-# ---- timed things -------------------------------------------------------------
-
-
-log = common.make_log("sparsity_overhead")
-
-
-def timed_call(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-  """Runs ``fn(*args)``, blocks on the result; returns it and seconds taken."""
-  start = time.perf_counter()
-  out = jax.block_until_ready(fn(*args))
-  return out, time.perf_counter() - start
-
-
-class StepRunner:
-  """One train-step variant and the training state it carries forward.
-
-  With ``window``, every ``run`` starts from a fresh state (built outside the
-  timed region) and times exactly ``window`` steps.
-  """
-
-  def __init__(
-    self,
-    step: Callable[..., Any],
-    tx: optax.GradientTransformation,
-    params: PyTree,
-    batch_stats: PyTree,
-    batch: Batch,
-    window: int | None = None,
-  ):
-    self.step, self.batch, self.window = step, batch, window
-    copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t))
-    init = jax.jit(tx.init)
-    self._fresh = lambda: (copy(params), init(params), copy(batch_stats))
-    self.state: State = self._fresh()
-
-  def temp_bytes(self) -> int | None:
-    """Scratch memory of the compiled step (both ``lax.cond`` branches)."""
-    spec = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-      (*self.state, self.batch),
-    )
-    analysis = self.step.lower(*spec).compile().memory_analysis()
-    return getattr(analysis, "temp_size_in_bytes", None)
-
-  def run(self, n: int) -> list[float]:
-    if self.window is not None:
-      self.state, n = jax.block_until_ready(self._fresh()), self.window
-    times = []
-    for _ in range(n):
-      out, dt = timed_call(self.step, *self.state, self.batch)
-      self.state = tuple(out[:3])
-      times.append(dt)
-    return times
-
-
-class FnRunner:
-  """A function of fixed arguments (e.g. all masks of the params)."""
-
-  def __init__(self, fn: Callable[..., Any], *args: Any):
-    self.fn, self.args = fn, args
-
-  def run(self, n: int) -> list[float]:
-    return [timed_call(self.fn, *self.args)[1] for _ in range(n)]
-
-
-Runner = StepRunner | FnRunner
-
-
-def warm_up(runners: dict[str, Runner]) -> None:
-  """Compiles and runs every variant ``WARMUP_STEPS`` times, in threads
-  (XLA compiles without the GIL, so several variants compile at once)."""
-  with concurrent.futures.ThreadPoolExecutor(len(runners)) as pool:
-    list(pool.map(lambda r: r.run(WARMUP_STEPS), runners.values()))
-
-
-def minor_faults() -> int:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-@dataclasses.dataclass
-class Timings:
-  rounds: list[list[float]] = dataclasses.field(default_factory=list)
-  faults: int = 0  # Minor page faults of this process during the calls.
-
-  @property
-  def samples(self) -> int:
-    return sum(len(r) for r in self.rounds)
-
-
-def time_interleaved(
-  runners: dict[str, Runner], reps: dict[str, int], rounds: int
-) -> dict[str, Timings]:
-  """Warm-up, then ``rounds`` rounds of ``reps[name]`` calls per runner."""
-  start = time.perf_counter()
-  warm_up(runners)
-  log(
-    f"compiled and warmed up {', '.join(runners)} in "
-    f"{time.perf_counter() - start:.1f}s; timing {rounds} rounds"
-  )
-  times = {name: Timings() for name in runners}
-  for _ in range(rounds):
-    for name, runner in runners.items():
-      faults = minor_faults()
-      times[name].rounds.append(runner.run(reps[name]))
-      times[name].faults += minor_faults() - faults
-  return times
-
-
-def median_ms(t: Timings) -> float:
-  return 1e3 * statistics.median(x for r in t.rounds for x in r)
-
-
-def mean_ms(t: Timings) -> float:
-  return 1e3 * statistics.fmean(x for r in t.rounds for x in r)
-
-
-# ---- masks --------------------------------------------------------------------
+# ---- masks -------------------------------------------------------------------
 
 
 def argsort_topk_mask(scores: jax.Array, sparsity: float) -> jax.Array:
@@ -319,45 +160,60 @@ def all_masks_fn(
 
 
 def prunable(params: PyTree) -> list[jax.Array]:
+  """The leaves of ``params`` that pruning masks."""
   return list(fs.sparsity.distributions.prunable_leaves(params).values())
 
 
 def tree_nbytes(tree: PyTree) -> int:
+  """Bytes of all leaves of ``tree``."""
   return int(sum(x.nbytes for x in jax.tree.leaves(tree)))
 
 
 def mask_nbytes(opt_state: PyTree) -> int:
+  """Bytes of the masks a sparsity wrapper keeps in ``opt_state``."""
   return tree_nbytes(fs.sparsity.find_sparse_state(opt_state).masks)
 
 
-# ---- one workload -------------------------------------------------------------
+# ---- one workload ------------------------------------------------------------
 
 
 def make_runners(
-  workload: Workload, params: PyTree, batch_stats: PyTree, batch: Batch
-) -> dict[str, Runner]:
-  """Every train-step variant, then the two all-leaf mask functions."""
+  workload: common.Workload, params: PyTree, batch_stats: PyTree, batch: Batch
+) -> tuple[dict[str, timing.StepRunner], dict[str, timing.Runner]]:
+  """Every train-step variant (``gradual``: a fresh window per run), and
+  the two all-leaf mask functions."""
   has_bs = bool(jax.tree.leaves(batch_stats))
-  runners: dict[str, Runner] = {
-    name: StepRunner(
-      make_train_step(workload.model, tx, has_bs),
+  train = {
+    name: timing.StepRunner(
+      common.make_step(workload.model, tx, has_bs),
       tx,
       params,
       batch_stats,
       batch,
-      GRADUAL_WINDOW if name == "gradual" else None,
+      period=GRADUAL_WINDOW if name == "gradual" else 1,
+      reset=name == "gradual",
     )
     for name, tx in make_transforms().items()
   }
   leaves = prunable(params)
-  runners["argsort_masks"] = FnRunner(all_masks_fn(argsort_topk_mask), leaves)
-  runners["topk_masks"] = FnRunner(jax.jit(flatsparse_masks), leaves)
-  return runners
+  masks = {
+    "argsort_masks": timing.Runner(all_masks_fn(argsort_topk_mask), leaves),
+    "topk_masks": timing.Runner(jax.jit(flatsparse_masks), leaves),
+  }
+  return train, masks
+
+
+def temp_bytes(runner: timing.Runner) -> int | None:
+  """Scratch memory of the compiled step (both ``lax.cond`` branches)."""
+  analysis = runner.compile().memory_analysis()
+  return getattr(analysis, "temp_size_in_bytes", None)
 
 
 def ratios(
   ms: dict[str, float], gradual_ms: float, dense_mean_ms: float
 ) -> dict[str, float]:
+  """The reported ratios, from median step ms, the gradual window mean and
+  the dense mean step."""
   dense = ms["dense"]
   return {
     "steady_ratio": ms["pruned_steady"] / dense,
@@ -371,33 +227,32 @@ def ratios(
   }
 
 
+def time_runners(
+  runners: dict[str, timing.Runner], reps: dict[str, int], rounds: int
+) -> dict[str, timing.Timings]:
+  """Warm-up (a whole window for ``gradual``), then the interleaved rounds."""
+  timing.warm_up(runners, log=log, whole_periods=True)
+  return timing.time_interleaved(runners, reps, rounds, log=log)
+
+
 def bench_workload(
-  workload: Workload, batch_size: int, steps: int, rounds: int, mask_reps: int
+  workload: common.Workload,
+  batch_size: int,
+  steps: int,
+  rounds: int,
+  mask_reps: int,
 ) -> dict[str, Any]:
   """Times every variant of one workload; returns its JSON section."""
   start = time.perf_counter()
-  log(f"workload {workload.name}")
-  batch = common.make_batch(workload, batch_size)
-  params, batch_stats = init_variables(workload, batch)
-  runners = make_runners(workload, params, batch_stats, batch)
-  reps = {
-    name: mask_reps if isinstance(r, FnRunner) else steps
-    for name, r in runners.items()
-  }
-  times = time_interleaved(runners, reps, rounds)
-  train = {n: r for n, r in runners.items() if isinstance(r, StepRunner)}
-  cache_sizes = {name: common.cache_size(r.step) for name, r in train.items()}
-  with concurrent.futures.ThreadPoolExecutor(len(train)) as pool:
-    temp_bytes = dict(
-      zip(train, pool.map(StepRunner.temp_bytes, train.values()))
-    )
+  batch, params, batch_stats = common.prepare(workload, batch_size, log)
+  train, masks = make_runners(workload, params, batch_stats, batch)
+  reps = {**dict.fromkeys(train, steps), **dict.fromkeys(masks, mask_reps)}
+  times = time_runners({**train, **masks}, reps, rounds)
 
-  ms = {name: median_ms(t) for name, t in times.items()}
-  gradual_ms = 1e3 * statistics.median(
-    statistics.fmean(r) for r in times["gradual"].rounds
-  )
+  ms = {name: t.ms("median") for name, t in times.items()}
+  gradual_ms = times["gradual"].window_mean_ms()
   del ms["gradual"]  # A window mean, not a median, is its figure.
-  dense_mean = mean_ms(times["dense"])
+  dense_mean = times["dense"].ms("mean")
   sparsity = {
     name: fs.sparsity.summarize_sparsity(train[name].state[0])[
       "prunable_sparsity"
@@ -405,7 +260,7 @@ def bench_workload(
     for name in ("pruned_mask_update", "gradual")
   }
   return {
-    "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
+    "num_params": common.num_params(params),
     "num_prunable_leaves": len(prunable(params)),
     "median_step_ms": {k: round(v, 3) for k, v in ms.items()},
     "dense_mean_step_ms": round(dense_mean, 3),
@@ -420,14 +275,15 @@ def bench_workload(
       "masks_packed": mask_nbytes(train["pruned_packed_steady"].state[1]),
     },
     "final_prunable_sparsity": sparsity,
-    "jit_cache_sizes": cache_sizes,
-    "no_recompilation": common.no_recompilation(cache_sizes),
-    "compiled_temp_bytes": temp_bytes,
-    "minor_page_faults_per_call": {
-      name: round(t.faults / t.samples) for name, t in times.items()
-    },
-    "samples": {name: t.samples for name, t in times.items()},
-    "wall_s": round(time.perf_counter() - start, 1),
+    **common.workload_checks(
+      train,
+      times,
+      start,
+      compiled_temp_bytes=common.map_runners(temp_bytes, train),
+      minor_page_faults_per_call={
+        name: t.faults_per_call() for name, t in times.items()
+      },
+    ),
   }
 
 
@@ -435,16 +291,16 @@ def bench_leaf(rounds: int, reps: int) -> dict[str, float]:
   """argsort vs ``topk_mask`` on one 1024x1024 leaf (ms per mask)."""
   leaf = [jax.random.normal(jax.random.PRNGKey(1), LEAF_SHAPE)]
   runners = {
-    "argsort": FnRunner(all_masks_fn(argsort_topk_mask), leaf),
-    "topk_mask": FnRunner(jax.jit(flatsparse_masks), leaf),
+    "argsort": timing.Runner(all_masks_fn(argsort_topk_mask), leaf),
+    "topk_mask": timing.Runner(jax.jit(flatsparse_masks), leaf),
   }
-  times = time_interleaved(runners, dict.fromkeys(runners, reps), rounds)
-  out = {f"{name}_ms": round(median_ms(t), 3) for name, t in times.items()}
+  times = time_runners(runners, dict.fromkeys(runners, reps), rounds)
+  out = {f"{name}_ms": round(t.ms("median"), 3) for name, t in times.items()}
   out["speedup"] = round(out["argsort_ms"] / out["topk_mask_ms"], 2)
   return out
 
 
-# ---- main ---------------------------------------------------------------------
+# ---- main --------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -481,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "steps": steps,
       "rounds": rounds,
       "mask_reps": args.mask_reps,
-      "warmup": WARMUP_STEPS,
+      "warmup": timing.WARMUP_STEPS,
       "malloc_no_mmap": no_mmap,
       "batch_size": batch_size,
       "sparsity": SPARSITY,

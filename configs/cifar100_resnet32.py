@@ -1,7 +1,8 @@
-"""CIFAR-100 ResNet-32 recipe (for users with the data and an accelerator).
+r"""CIFAR-100 ResNet-32 recipe (for users with the data and an accelerator).
 
 Run (downloads CIFAR-100 through TFDS on first use; ~1.5 h on one GPU):
-  python -m experiments.train --config=configs/cifar100_resnet32.py --workdir=/tmp/c100_r32
+  python -m experiments.train --config=configs/cifar100_resnet32.py \
+      --workdir=/tmp/c100_r32
 Same recipe as configs/cifar10_resnet20.py (SGD momentum 0.9, lr 0.1, 5-epoch
 warm-up then cosine, L2 1e-4, 200 epochs, crop + flip, normalization) with
 ResNet-32 and 100 classes. Variants: dense, gmp (default), rigl, tiny.
@@ -11,7 +12,6 @@ import ml_collections
 
 from configs import cifar10_resnet20
 from flatsparse.train import config_schema
-
 
 VARIANTS = cifar10_resnet20.VARIANTS
 

@@ -1,7 +1,8 @@
-"""CIFAR-10 ResNet-20 recipe (for users with the data and an accelerator).
+r"""CIFAR-10 ResNet-20 recipe (for users with the data and an accelerator).
 
 Run (downloads CIFAR-10 through TFDS on first use; ~1 h on one GPU):
-  python -m experiments.train --config=configs/cifar10_resnet20.py --workdir=/tmp/c10_r20
+  python -m experiments.train --config=configs/cifar10_resnet20.py \
+      --workdir=/tmp/c10_r20
 Variants: dense, gmp (90%, default), rigl (90%, ERK), tiny (a few steps on TFDS
 mock-able data; what the tests run). SGD momentum 0.9, lr 0.1 with 5-epoch
 warm-up then cosine, coupled L2 weight decay 1e-4 (PyTorch-style),

@@ -1,7 +1,9 @@
-"""MLP on the embedded digits through the generic trainer (experiments/train.py).
+r"""MLP on the embedded digits through the generic trainer
+(experiments/train.py).
 
 Run (about 20 s on 2 CPU cores, no network):
-  python -m experiments.train --config=configs/digits_mlp.py --workdir=/tmp/digits_mlp
+  python -m experiments.train --config=configs/digits_mlp.py \
+      --workdir=/tmp/digits_mlp
 Variants (`:variant` after the path):
   dense    no sparsity wrapper
   gmp      gradual magnitude pruning to 90% (default)
@@ -15,7 +17,6 @@ ones as None (e.g. --config.sparsity.seed=1, --config.host_mask_schedule=True).
 import ml_collections
 
 from flatsparse.train import config_schema
-
 
 VARIANTS = ("dense", "gmp", "rigl", "tiny")
 

@@ -1,4 +1,4 @@
-"""The flagship study on the embedded digits (what `make demo` runs).
+r"""The flagship study on the embedded digits (what `make demo` runs).
 
 Dense vs gradual magnitude pruning (GMP) vs RigL vs SAM+GMP, all at 90%
 sparsity, MLP 64-256-256-10, 1,500 AdamW steps, 3 seeds; then SAFE at 90%
@@ -7,7 +7,8 @@ SGD. SAFE with AdamW as its base optimizer ends 2-3 points lower here (lambda
 0.1-1, seed 0: 93.6-94.4%; Adam normalizes the penalty's pull).
 
 Run (about 3.5 minutes on 2 CPU cores, no network):
-  python -m experiments.study --config=configs/flagship_digits.py --workdir=workdirs/demo
+  python -m experiments.study --config=configs/flagship_digits.py \
+      --workdir=workdirs/demo
 Variants: `tiny` (one seed, few steps; what the tests run).
 """
 

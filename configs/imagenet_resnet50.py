@@ -1,12 +1,15 @@
-"""ImageNet ResNet-50 recipe (for users with ImageNet prepared for TFDS and GPUs/TPUs).
+r"""ImageNet ResNet-50 recipe (for users with ImageNet prepared for TFDS and
+GPUs/TPUs).
 
 Run (needs imagenet2012 prepared in the TFDS data dir; days on one GPU):
-  python -m experiments.train --config=configs/imagenet_resnet50.py --workdir=/tmp/in_r50 \\
+  python -m experiments.train --config=configs/imagenet_resnet50.py \
+      --workdir=/tmp/in_r50 \
       --config.dataset.data_dir=/path/to/tensorflow_datasets
-Recipe: SGD momentum 0.9, batch 1024, lr 0.4 (0.1 x batch/256) with 5-epoch warm-up
-then cosine, L2 5e-5, 100 epochs, 224x224 center-crop resize, normalization, gradual
-magnitude pruning to 80% from epoch 5 to 80 (variants: dense, gmp, rigl, tiny). The
-`tiny` variant runs a few steps at 64x64 on TFDS mock data in the tests.
+Recipe: SGD momentum 0.9, batch 1024, lr 0.4 (0.1 x batch/256) with 5-epoch
+warm-up then cosine, L2 5e-5, 100 epochs, 224x224 center-crop resize,
+normalization, gradual magnitude pruning to 80% from epoch 5 to 80 (variants:
+dense, gmp, rigl, tiny). The `tiny` variant runs a few steps at 64x64 on TFDS
+mock data in the tests.
 """
 
 import ml_collections

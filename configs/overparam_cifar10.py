@@ -1,4 +1,4 @@
-"""SAM under overparameterization: CIFAR-10 ResNet-18 width sweep (TFDS).
+r"""SAM under overparameterization: CIFAR-10 ResNet-18 width sweep (TFDS).
 
 For users with the data and an accelerator. CIFAR ResNet-18 with stage
 widths ``w * (1, 2, 4, 8)`` for w in 4..128: 44.7K to 44.7M parameters, the
@@ -12,7 +12,7 @@ on 1,024 training examples.
 Run (downloads CIFAR-10 through TFDS on first use; 2 x 6 x 3 dense + 2 x 2 x
 3 x 3 sparse = 72 runs of 200 epochs: not measured here, budget several GPU
 days):
-  python -m experiments.overparam --config=configs/overparam_cifar10.py \\
+  python -m experiments.overparam --config=configs/overparam_cifar10.py \
       --workdir=/tmp/overparam_c10
 Variants: (default) the study above; `dense` without the sparse runs;
 `tiny` (ResNet-18 at width 2, 2 steps on TFDS mock-able data, one seed,

@@ -1,4 +1,4 @@
-"""SAM under overparameterization on the embedded digits (overparam study).
+r"""SAM under overparameterization on the embedded digits (overparam study).
 
 MLP 64-w-w-10 for w in 8..2048 (682 to 4,349,962 parameters), SGD vs SAM
 (rho 0.05), 3 seeds; plus random-static and SNIP masks fixed at step 0 on
@@ -9,7 +9,7 @@ steps (134 epochs of the 1,437 training digits). Sharpness of every solution
 
 Run (no network; 13 min 41 s measured on 2 CPU cores, partly shared with
 another job; the six w=2048 runs take 350 s of it):
-  python -m experiments.overparam --config=configs/overparam_digits.py \\
+  python -m experiments.overparam --config=configs/overparam_digits.py \
       --workdir=workdirs/overparam_digits
 Variants (`:variant` after the path):
   (default)    the study above (90 runs)
@@ -29,7 +29,6 @@ Override anything, e.g. --config.seeds=0,1 --config.rho=0.1.
 import ml_collections
 
 from flatsparse.train import config_schema
-
 
 VARIANTS = ("", "label_noise", "resnet", "tiny")
 

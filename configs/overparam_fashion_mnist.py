@@ -1,4 +1,4 @@
-"""SAM under overparameterization on the real Fashion-MNIST (overparam study).
+r"""SAM under overparameterization on the real Fashion-MNIST (overparam study).
 
 The digits study's test set has 360 images (one image = 0.28 points), too few
 to resolve gaps of a few tenths; Fashion-MNIST's 10,000 test images resolve
@@ -10,10 +10,10 @@ probes) on 512 training examples.
 
 Needs the Debian package's files (no network at run time):
   sudo apt install dataset-fashion-mnist
-  python -m experiments.overparam --config=configs/overparam_fashion_mnist.py \\
+  python -m experiments.overparam --config=configs/overparam_fashion_mnist.py \
       --workdir=workdirs/overparam_fashion
-(42 runs; 8 min 56 s measured on 2 CPU cores; `:long` 16 runs, 7 min 42 s.) Other IDX files:
---config.base.dataset.data_dir=DIR.
+(42 runs; 8 min 56 s measured on 2 CPU cores; `:long` 16 runs, 7 min 42 s.)
+Other IDX files: --config.base.dataset.data_dir=DIR.
 Variants: (default) the study above; `long` (12,000 steps = 25.6 epochs,
 widths 16, 64, 256, 1024, 2 seeds: SAM needs longer training than 6.4
 epochs); `tiny` (one width, 20 steps, one seed; what the tests run, on IDX
@@ -24,7 +24,6 @@ import ml_collections
 
 from configs import overparam_digits
 from flatsparse.train import config_schema
-
 
 VARIANTS = ("", "long", "tiny")
 

@@ -1,4 +1,4 @@
-"""SAFE vs its baselines on CIFAR-10 (for users with the data and a GPU).
+r"""SAFE vs its baselines on CIFAR-10 (for users with the data and a GPU).
 
 The SAFE paper's recipe for every method: SGD momentum 0.9, lr 0.1 with a
 5-epoch linear warm-up then cosine decay, coupled L2 1e-4, batch 128, 200
@@ -15,7 +15,7 @@ IHT are evaluated at ``Proj(w_T)`` with BatchNorm statistics re-estimated on
 
 Run (downloads CIFAR-10 through TFDS on first use; 75 runs of 200 epochs:
 days on one GPU, so run variants or subsets on several machines):
-  python -m experiments.sparsity_sweep --config=configs/safe_cifar10.py \\
+  python -m experiments.sparsity_sweep --config=configs/safe_cifar10.py \
       --workdir=workdirs/safe_cifar10
 Variants (``:variant`` after the path):
   resnet20     ResNet-20 (default)

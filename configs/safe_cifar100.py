@@ -1,11 +1,11 @@
-"""SAFE vs its baselines on CIFAR-100 (for users with the data and a GPU).
+r"""SAFE vs its baselines on CIFAR-100 (for users with the data and a GPU).
 
 The recipe, methods, sparsities and seeds of ``configs/safe_cifar10.py``
 (SGD momentum 0.9, lr 0.1, 5-epoch warm-up then cosine, L2 1e-4, 200 epochs;
 SAFE rho 0.1, lambda 1e-3, K 32) on CIFAR-100 (100 classes).
 
 Run (downloads CIFAR-100 through TFDS on first use; days on one GPU):
-  python -m experiments.sparsity_sweep --config=configs/safe_cifar100.py \\
+  python -m experiments.sparsity_sweep --config=configs/safe_cifar100.py \
       --workdir=workdirs/safe_cifar100
 Variants: resnet32 (default), resnet20, vgg19, label_noise (ResNet-32), tiny
 (ResNet-32, dense/GMP/SAFE at 90%, 4 steps of batch 8 on TFDS mock data;
@@ -16,7 +16,6 @@ development machines.
 import ml_collections
 
 from configs import safe_cifar10
-
 
 VARIANTS = safe_cifar10.VARIANTS
 

@@ -1,4 +1,4 @@
-"""SAFE vs its baselines: accuracy and sharpness vs sparsity on the digits.
+r"""SAFE vs its baselines: accuracy and sharpness vs sparsity on the digits.
 
 Dense, GMP (gradual magnitude pruning), IHT, ADMM, SAM+GMP, SAFE and SAFE+
 (importance 'activation': Wanda-style input-feature norms) at 90, 95, 98, 99
@@ -22,7 +22,7 @@ rho 0.1, then rho {0.02, 0.05, 0.1, 0.2, 0.5}. SAFE+ uses SAFE's values
 
 Run (measured: 7 min 28 s wall for the 93 runs on 2 CPU cores shared with
 other jobs, no network; the tuning grids together about 20 min):
-  python -m experiments.sparsity_sweep --config=configs/safe_digits.py \\
+  python -m experiments.sparsity_sweep --config=configs/safe_digits.py \
       --workdir=workdirs/safe_digits
 Variants (``:variant`` after the path):
   ''          the study above

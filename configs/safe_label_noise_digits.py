@@ -1,4 +1,4 @@
-"""SAFE vs ADMM vs GMP (and SAM+GMP) under symmetric label noise, digits.
+r"""SAFE vs ADMM vs GMP (and SAM+GMP) under symmetric label noise, digits.
 
 0%, 25% and 50% of the training labels replaced by a different class
 (``flatsparse.data.add_label_noise``, exact counts, the same noisy labels for
@@ -11,8 +11,8 @@ noise, 70% sparsity).
 
 Run (measured: 6 min 45 s wall for the 81 runs on 2 CPU cores shared with
 other jobs, no network):
-  python -m experiments.sparsity_sweep \\
-      --config=configs/safe_label_noise_digits.py \\
+  python -m experiments.sparsity_sweep \
+      --config=configs/safe_label_noise_digits.py \
       --workdir=workdirs/safe_label_noise_digits
 Variants: ``tiny`` (dense, GMP and SAFE, 0% and 50% noise, 70% sparsity, one
 seed, 40 steps of a 64-32-10 MLP; what the tests run).

@@ -14,10 +14,11 @@ runs with :func:`run`:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import os
 import re
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from absl import app
 from absl import flags

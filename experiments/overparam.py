@@ -1,6 +1,7 @@
-"""SAM under overparameterization: width sweeps of SGD vs SAM, dense and sparse.
+r"""SAM under overparameterization: width sweeps of SGD vs SAM, dense and
+sparse.
 
-  python -m experiments.overparam --config=configs/overparam_digits.py \\
+  python -m experiments.overparam --config=configs/overparam_digits.py \
       --workdir=workdirs/overparam
 
 Reproduces the design of Shin, Lee, Andriushchenko & Lee at small scale:
@@ -37,20 +38,22 @@ References:
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 import json
 import math
 import os
 import time
-from typing import Any, Sequence
+from typing import Any
 
 from absl import flags
 import jax
 import jax.numpy as jnp
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-from ml_collections import config_flags
 import ml_collections
+from ml_collections import config_flags
 import numpy as np
 
 from experiments import cli

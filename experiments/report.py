@@ -1,6 +1,7 @@
 """Collects run workdirs into a markdown table and PNG plots.
 
-  python -m experiments.report --runs=/tmp/study/*/seed_* --out=/tmp/study/report
+  python -m experiments.report --runs=/tmp/study/*/seed_* \
+      --out=/tmp/study/report
   python -m experiments.report --readme=README.md \
       --summary=benchmarks/results/studies/demo/summary.json
 
@@ -17,16 +18,18 @@ one ``make demo`` printed (``tests/test_readme.py`` checks it).
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 import datetime
 import glob
 import json
 import os
 import platform
-from typing import Any, Sequence
+from typing import Any
 
 from absl import app
 from absl import flags
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np

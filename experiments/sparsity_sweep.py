@@ -1,6 +1,6 @@
-"""Accuracy and sharpness vs sparsity: methods x sparsities x seeds (x noise).
+r"""Accuracy and sharpness vs sparsity: methods x sparsities x seeds (x noise).
 
-  python -m experiments.sparsity_sweep --config=configs/safe_digits.py \\
+  python -m experiments.sparsity_sweep --config=configs/safe_digits.py \
       --workdir=workdirs/safe_digits
 
 A sweep config has:
@@ -49,23 +49,24 @@ are written and the tables printed.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable, Mapping, Sequence
 import copy
 import dataclasses
 import json
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from absl import flags
 import jax
 import jax.numpy as jnp
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-from ml_collections import config_flags
 import ml_collections
+from ml_collections import config_flags
 import numpy as np
 
 from experiments import cli

@@ -1,6 +1,8 @@
-"""Runs a study: every variant of a base config over several seeds, then a report.
+r"""Runs a study: every variant of a base config over several seeds, then a
+report.
 
-  python -m experiments.study --config=configs/flagship_digits.py --workdir=workdirs/demo
+  python -m experiments.study --config=configs/flagship_digits.py \
+      --workdir=workdirs/demo
 
 A study config has ``base`` (an ``experiments/train.py`` config), ``seeds`` and
 ``variants`` (``{name: {top-level key: replacement}}``). Runs go to
@@ -18,8 +20,8 @@ import time
 from typing import Any
 
 from absl import flags
-from ml_collections import config_flags
 import ml_collections
+from ml_collections import config_flags
 
 from experiments import cli
 from experiments import report

@@ -1,14 +1,15 @@
-"""Generic trainer: every model/optimizer/sparsity combination from one config.
+r"""Generic trainer: every model/optimizer/sparsity combination from one config.
 
-  python -m experiments.train --config=configs/digits_mlp.py:gmp --workdir=/tmp/run
-  python -m experiments.train --config=configs/digits_mlp.py --config.steps=3000 \\
-      --workdir=/tmp/run --seeds=0,1,2
+  python -m experiments.train --config=configs/digits_mlp.py:gmp \
+      --workdir=/tmp/run
+  python -m experiments.train --config=configs/digits_mlp.py \
+      --config.steps=3000 --workdir=/tmp/run --seeds=0,1,2
 
 Each seed runs in ``workdir/seed_<s>`` (resumed if a checkpoint is there).
-``--multihost`` calls ``jax.distributed.initialize()`` first (multi-host TPU/GPU).
-SIGTERM/SIGINT save a checkpoint at the current step and exit with status 143
-/130 (rerun the same command to resume); resuming with a config that differs
-from the workdir's ``config.json`` needs ``--allow_config_change``.
+``--multihost`` calls ``jax.distributed.initialize()`` first (multi-host
+TPU/GPU). SIGTERM/SIGINT save a checkpoint at the current step and exit with
+status 143/130 (rerun the same command to resume); resuming with a config that
+differs from the workdir's ``config.json`` needs ``--allow_config_change``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import json
 import os
 
 from absl import flags
-from ml_collections import config_flags
 import jax
+from ml_collections import config_flags
 
 from experiments import cli
 from flatsparse.train import loop

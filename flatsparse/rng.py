@@ -32,8 +32,8 @@ the same for every vmapped lane.
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
+import zlib
 
 import jax
 import jax.numpy as jnp

@@ -7,7 +7,8 @@ import pytest
 
 
 def test_quick_start_runs(capsys):
-  readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+  readme = (pathlib.Path(__file__).resolve().parents[1]
+            / "README.md").read_text()
   assert readme.startswith("```bash\nmake demo")
   assert readme.splitlines()[2].startswith("make test")
   blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
@@ -30,6 +31,7 @@ def test_demo_table_is_one_recorded_run_of_the_demo_config():
   """The README's table is rendered from the summary.json of one `make demo`
   run, and that run used the demo config as it is now."""
   import json  # pylint: disable=g-import-not-at-top
+
   from configs import flagship_digits  # pylint: disable=g-import-not-at-top
   from experiments import report  # pylint: disable=g-import-not-at-top
   summary = json.loads(DEMO_SUMMARY.read_text())

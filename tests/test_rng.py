@@ -57,7 +57,7 @@ def _run(tx, steps, states):
   return out
 
 
-# ---- the rule -----------------------------------------------------------------
+# ---- the rule ----------------------------------------------------------------
 
 
 def test_base_key_accepts_ints_and_keys():
@@ -182,7 +182,7 @@ def test_without_a_run_seed_transforms_keep_seed_zero():
   np.testing.assert_array_equal(state.key, jax.random.PRNGKey(0))
 
 
-# ---- vmap over seeds ----------------------------------------------------------
+# ---- vmap over seeds ---------------------------------------------------------
 
 
 def test_vmapped_seeds_get_their_own_keys_and_masks():
@@ -202,7 +202,7 @@ def test_vmapped_seeds_get_their_own_keys_and_masks():
     np.testing.assert_array_equal(a, b[1])
 
 
-# ---- the trainer: two seeds differ, one seed reproduces bit for bit -----------
+# ---- the trainer: two seeds differ, one seed reproduces bit for bit ----------
 
 
 def _config(seed):

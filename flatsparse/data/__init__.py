@@ -14,33 +14,38 @@ Importing this package imports neither TensorFlow nor tensorflow_datasets.
 """
 
 from flatsparse.data.batching import iterate_batches
-from flatsparse.data.dataset import Dataset, ExampleSource, num_examples
+from flatsparse.data.dataset import Dataset
+from flatsparse.data.dataset import ExampleSource
+from flatsparse.data.dataset import num_examples
 from flatsparse.data.digits import load_digits
-from flatsparse.data.fashion_mnist import (
-    DEBIAN_FASHION_MNIST_DIR,
-    FASHION_MNIST_CLASSES,
-    load_fashion_mnist_debian,
-)
-from flatsparse.data.idx import read_idx, write_idx
-from flatsparse.data.noise import CIFAR10_ASYMMETRIC_PAIRS, NOISE_KINDS, add_label_noise
-from flatsparse.data.pipeline import Batch, Loader, data_sharding, shard_batch
-from flatsparse.data.registry import BUILTIN_DATASETS, TFDS_PREFIX, load_dataset
+from flatsparse.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR
+from flatsparse.data.fashion_mnist import FASHION_MNIST_CLASSES
+from flatsparse.data.fashion_mnist import load_fashion_mnist_debian
+from flatsparse.data.idx import read_idx
+from flatsparse.data.idx import write_idx
+from flatsparse.data.noise import add_label_noise
+from flatsparse.data.noise import CIFAR10_ASYMMETRIC_PAIRS
+from flatsparse.data.noise import NOISE_KINDS
+from flatsparse.data.pipeline import Batch
+from flatsparse.data.pipeline import data_sharding
+from flatsparse.data.pipeline import Loader
+from flatsparse.data.pipeline import shard_batch
+from flatsparse.data.registry import BUILTIN_DATASETS
+from flatsparse.data.registry import load_dataset
 from flatsparse.data.registry import register_dataset
-from flatsparse.data.synthetic import (
-    gaussian_mixture_means,
-    make_gaussian_mixture,
-    make_teacher_student,
-    teacher_logits,
-    teacher_params,
-)
-from flatsparse.data.tfds_source import TfdsSource, load_tfds
-from flatsparse.data.transforms import (
-    center_crop_resize,
-    channel_stats,
-    normalize,
-    random_crop_flip,
-    resize,
-)
+from flatsparse.data.registry import TFDS_PREFIX
+from flatsparse.data.synthetic import gaussian_mixture_means
+from flatsparse.data.synthetic import make_gaussian_mixture
+from flatsparse.data.synthetic import make_teacher_student
+from flatsparse.data.synthetic import teacher_logits
+from flatsparse.data.synthetic import teacher_params
+from flatsparse.data.tfds_source import load_tfds
+from flatsparse.data.tfds_source import TfdsSource
+from flatsparse.data.transforms import center_crop_resize
+from flatsparse.data.transforms import channel_stats
+from flatsparse.data.transforms import normalize
+from flatsparse.data.transforms import random_crop_flip
+from flatsparse.data.transforms import resize
 
 __all__ = [
     "BUILTIN_DATASETS",

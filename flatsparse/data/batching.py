@@ -1,11 +1,12 @@
 """Deterministic numpy mini-batch iteration over an in-memory `Dataset`."""
 
-import itertools
 from collections.abc import Iterator
+import itertools
 
 import numpy as np
 
-from flatsparse.data.dataset import Dataset, num_examples
+from flatsparse.data.dataset import Dataset
+from flatsparse.data.dataset import num_examples
 
 
 def iterate_batches(

@@ -1,4 +1,5 @@
-"""Offline scikit-learn digits dataset (1,797 8x8 grey-scale images, 10 classes)."""
+"""Offline scikit-learn digits dataset (1,797 8x8 grey-scale images, 10
+classes)."""
 
 import functools
 
@@ -38,7 +39,8 @@ def _split_indices(test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     n_test = round(test_fraction * idx.size)
     test.append(idx[:n_test])
     train.append(idx[n_test:])
-  train_idx, test_idx = np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+  train_idx, test_idx = (np.sort(np.concatenate(train)),
+                         np.sort(np.concatenate(test)))
   train_idx.setflags(write=False)
   test_idx.setflags(write=False)
   return train_idx, test_idx
@@ -66,7 +68,8 @@ def load_digits(
     raise ValueError(f"split must be one of {_SPLITS}, got {split!r}.")
   if not 0.0 < test_fraction < 1.0:
     raise ValueError(
-        f"test_fraction must be in the open interval (0, 1), got {test_fraction!r}."
+        "test_fraction must be in the open interval (0, 1), got "
+        f"{test_fraction!r}."
     )
   images, labels = _load_raw()
   train_idx, test_idx = _split_indices(float(test_fraction))

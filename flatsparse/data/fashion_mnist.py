@@ -37,7 +37,8 @@ _NUM_CLASSES = 10
 
 def _find(data_dir: str, stem: str) -> str:
   """Returns the path of `stem` (.gz first) in `data_dir`, or raises."""
-  candidates = [os.path.join(data_dir, stem + ".gz"), os.path.join(data_dir, stem)]
+  candidates = [os.path.join(data_dir, stem + ".gz"),
+                os.path.join(data_dir, stem)]
   for path in candidates:
     if os.path.isfile(path):
       return path
@@ -102,7 +103,8 @@ def load_fashion_mnist_debian(
   """
   if split not in _FILES:
     raise ValueError(f"split must be one of {tuple(_FILES)}, got {split!r}.")
-  data_dir = os.fspath(DEBIAN_FASHION_MNIST_DIR if data_dir is None else data_dir)
+  data_dir = os.fspath(
+      DEBIAN_FASHION_MNIST_DIR if data_dir is None else data_dir)
   paths = tuple(_find(data_dir, stem) for stem in _FILES[split])
   stats = [os.stat(p) for p in paths]
   stamp = tuple(v for s in stats for v in (s.st_mtime_ns, s.st_size))

@@ -24,7 +24,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _type_codes() -> str:
-  return ", ".join(f"0x{code:02X} ({dt.name})" for code, dt in _IDX_DTYPES.items())
+  return ", ".join(
+      f"0x{code:02X} ({dt.name})" for code, dt in _IDX_DTYPES.items())
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -97,7 +98,8 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     )
   if not 1 <= array.ndim <= 255:
     raise ValueError(f"IDX stores 1 to 255 dimensions, got ndim={array.ndim}.")
-  header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+  header = (bytes([0, 0, code, array.ndim])
+            + np.asarray(array.shape, ">u4").tobytes())
   data = header + np.ascontiguousarray(array, _IDX_DTYPES[code]).tobytes()
   if os.fspath(path).endswith(".gz"):
     # mtime=0 makes the bytes depend only on the array.

@@ -38,8 +38,8 @@ def _resolve_pairs(
   if isinstance(pairs, str):
     if pairs not in _NAMED_PAIRS:
       raise ValueError(
-          f"Unknown pairs {pairs!r}; named maps: {sorted(_NAMED_PAIRS)}, or pass "
-          "a dict {source_class: target_class}."
+          f"Unknown pairs {pairs!r}; named maps: {sorted(_NAMED_PAIRS)}, "
+          "or pass a dict {source_class: target_class}."
       )
     classes, mapping = _NAMED_PAIRS[pairs]
     if num_classes != classes:
@@ -98,11 +98,14 @@ def add_label_noise(
   if seed < 0:
     raise ValueError(f"seed must be non-negative, got {seed}.")
   if pairs is not None and kind != "asymmetric":
-    raise ValueError(f"pairs is only used with kind='asymmetric', got kind={kind!r}.")
+    raise ValueError(
+        f"pairs is only used with kind='asymmetric', got kind={kind!r}."
+    )
   labels = np.asarray(labels)
   if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(
-        f"labels must be a 1-d integer array, got {labels.dtype} {labels.shape}."
+        f"labels must be a 1-d integer array, got {labels.dtype} "
+        f"{labels.shape}."
     )
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     raise ValueError(
@@ -114,7 +117,8 @@ def add_label_noise(
   if kind == "symmetric":
     idx = rng.choice(labels.size, size=round(rate * labels.size), replace=False)
     # An offset in [1, C) modulo C is uniform over the C - 1 other classes.
-    noisy[idx] = (noisy[idx] + rng.integers(1, num_classes, idx.size)) % num_classes
+    noisy[idx] = ((noisy[idx] + rng.integers(1, num_classes, idx.size))
+                  % num_classes)
   else:
     for src, dst in sorted(_resolve_pairs(pairs, num_classes).items()):
       members = np.flatnonzero(labels == src)

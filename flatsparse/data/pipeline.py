@@ -20,8 +20,9 @@ import math
 import jax
 import numpy as np
 
-from flatsparse.data.dataset import Dataset, ExampleSource
 from flatsparse.data import transforms
+from flatsparse.data.dataset import Dataset
+from flatsparse.data.dataset import ExampleSource
 
 Batch = dict[str, np.ndarray]
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -35,7 +36,8 @@ class _ArraySource:
   def __init__(self, ds: Dataset):
     if ds.images.shape[0] != ds.labels.shape[0]:
       raise ValueError(
-          f"Dataset has {ds.images.shape[0]} images but {ds.labels.shape[0]} labels."
+          f"Dataset has {ds.images.shape[0]} images but "
+          f"{ds.labels.shape[0]} labels."
       )
     self.ds, self.num_classes = ds, ds.num_classes
 
@@ -70,9 +72,11 @@ class Loader:
 
   Example::
 
-    loader = Loader(load_dataset("cifar10", "train"), load_dataset("cifar10", "test"),
+    loader = Loader(load_dataset("cifar10", "train"),
+                    load_dataset("cifar10", "test"),
                     batch_size=128, augment=True, normalize=True)
-    for step, batch in zip(range(start, num_steps), loader.train_batches(seed, start)):
+    for step, batch in zip(range(start, num_steps),
+                           loader.train_batches(seed, start)):
       state = train_step(state, shard_batch(batch, sharding))
     for batch in loader.eval_batches():
       sums = eval_step(state, batch)   # weight every example by batch["mask"]
@@ -170,7 +174,8 @@ class Loader:
       self.mean = np.asarray(mean, np.float32).reshape(-1)
       self.std = np.asarray(std, np.float32).reshape(-1)
       # Checks the shapes and std > 0 now rather than at the first batch.
-      transforms.normalize(self._train.get(np.arange(1))[0], self.mean, self.std)
+      transforms.normalize(self._train.get(np.arange(1))[0], self.mean,
+                           self.std)
     self._epoch_cache: tuple[int, int, np.ndarray] | None = None
 
   def _normalize(self, images: np.ndarray) -> np.ndarray:
@@ -294,7 +299,8 @@ class Loader:
     def generate():
       n = len(source)
       for start in range(0, n, batch_size):
-        images, labels = source.get(np.arange(start, min(start + batch_size, n)))
+        images, labels = source.get(
+            np.arange(start, min(start + batch_size, n)))
         real = labels.shape[0]
         pad = batch_size - real
         if pad:
@@ -309,7 +315,8 @@ class Loader:
     return generate()
 
 
-def data_sharding(mesh: jax.sharding.Mesh, axis: str | tuple[str, ...] = "data"):
+def data_sharding(mesh: jax.sharding.Mesh,
+                  axis: str | tuple[str, ...] = "data"):
   """`NamedSharding` that splits the batch (leading) axis over `axis`.
 
   Args:
@@ -326,11 +333,13 @@ def data_sharding(mesh: jax.sharding.Mesh, axis: str | tuple[str, ...] = "data")
   names = (axis,) if isinstance(axis, str) else tuple(axis)
   unknown = [a for a in names if a not in mesh.axis_names]
   if unknown:
-    raise ValueError(f"Unknown mesh axes {unknown}; the mesh has {mesh.axis_names}.")
+    raise ValueError(
+        f"Unknown mesh axes {unknown}; the mesh has {mesh.axis_names}."
+    )
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
 
 
-def _put(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+def put_global(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
   """Places one global host array with `sharding`, on one or many hosts."""
   if jax.process_count() == 1:
     return jax.device_put(x, sharding)
@@ -339,7 +348,8 @@ def _put(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def shard_batch(batch: Batch, sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
+def shard_batch(batch: Batch,
+                sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
   """Places a numpy batch on devices, split along its leading (batch) axis.
 
   Put every batch in place with this BEFORE passing it to a jitted step that
@@ -366,7 +376,9 @@ def shard_batch(batch: Batch, sharding: jax.sharding.Sharding) -> dict[str, jax.
   """
   sizes = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in batch.items()}
   if None in sizes.values() or len(set(sizes.values())) > 1:
-    raise ValueError(f"Every entry of batch needs the same leading size, got {sizes}.")
+    raise ValueError(
+        f"Every entry of batch needs the same leading size, got {sizes}."
+    )
   out = {}
   for key, value in batch.items():
     value = np.asarray(value)
@@ -374,9 +386,9 @@ def shard_batch(batch: Batch, sharding: jax.sharding.Sharding) -> dict[str, jax.
       sharding.shard_shape(value.shape)
     except ValueError as e:
       raise ValueError(
-          f"batch[{key!r}] of shape {value.shape} cannot be split by {sharding}: "
-          "the batch size must be divisible by the number of devices along the "
-          "data axes."
+          f"batch[{key!r}] of shape {value.shape} cannot be split by "
+          f"{sharding}: the batch size must be divisible by the number of "
+          "devices along the data axes."
       ) from e
-    out[key] = _put(value, sharding)
+    out[key] = put_global(value, sharding)
   return out

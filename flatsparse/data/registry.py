@@ -23,8 +23,10 @@ import functools
 from flatsparse.data.dataset import Dataset
 from flatsparse.data.digits import load_digits
 from flatsparse.data.fashion_mnist import load_fashion_mnist_debian
-from flatsparse.data.noise import NOISE_KINDS, add_label_noise
-from flatsparse.data.synthetic import make_gaussian_mixture, make_teacher_student
+from flatsparse.data.noise import add_label_noise
+from flatsparse.data.noise import NOISE_KINDS
+from flatsparse.data.synthetic import make_gaussian_mixture
+from flatsparse.data.synthetic import make_teacher_student
 from flatsparse.data.tfds_source import load_tfds
 
 TFDS_PREFIX = "tfds:"
@@ -32,7 +34,8 @@ TFDS_PREFIX = "tfds:"
 SYNTHETIC_DEFAULT_SIZES = {"train": 1024, "test": 1024}
 
 
-def _digits(split: str, data_dir, *, flatten: bool = False, test_fraction: float = 0.2):
+def _digits(split: str, data_dir, *, flatten: bool = False,
+            test_fraction: float = 0.2):
   del data_dir  # Embedded in scikit-learn.
   return load_digits(split, test_fraction=test_fraction, flatten=flatten)
 
@@ -133,9 +136,11 @@ def load_dataset(
       or an option is out of range.
   """
   if label_noise is not None and not 0.0 <= label_noise < 1.0:
-    raise ValueError(f"label_noise must be in [0, 1) or None, got {label_noise!r}.")
+    raise ValueError(
+        f"label_noise must be in [0, 1) or None, got {label_noise!r}.")
   if noise_kind not in NOISE_KINDS:
-    raise ValueError(f"noise_kind must be one of {NOISE_KINDS}, got {noise_kind!r}.")
+    raise ValueError(
+        f"noise_kind must be one of {NOISE_KINDS}, got {noise_kind!r}.")
   if name in _BUILTIN:
     ds = _BUILTIN[name](split, data_dir, **kwargs)
   else:
@@ -155,12 +160,14 @@ def load_dataset(
 
 
 def _check_tfds_name(name: str) -> None:
-  """Raises a ValueError listing the known names if `name` is no TFDS builder."""
+  """Raises a ValueError listing the known names if `name` is no TFDS
+  builder."""
   builders = _tfds_builders()
   base = name.split("/")[0].split(":")[0]
   if base in builders:
     return
-  close = difflib.get_close_matches(name, list(BUILTIN_DATASETS) + builders, n=3)
+  close = difflib.get_close_matches(name, list(BUILTIN_DATASETS) + builders,
+                                    n=3)
   hint = f" Did you mean {close}?" if close else ""
   raise ValueError(
       f"Unknown dataset {name!r}. Known: the built-in datasets "

@@ -1,4 +1,5 @@
-"""TensorFlow-free access to TFDS image-classification splits: lazy or in memory."""
+"""TensorFlow-free access to TFDS image-classification splits: lazy or in
+memory."""
 
 import numpy as np
 
@@ -57,18 +58,22 @@ class TfdsSource:
         invalid, or the split is empty.
     """
     if max_examples is not None and max_examples < 1:
-      raise ValueError(f"max_examples must be >= 1 or None, got {max_examples}.")
+      raise ValueError(
+          f"max_examples must be >= 1 or None, got {max_examples}.")
     if image_size is not None and image_size < 1:
       raise ValueError(f"image_size must be >= 1 or None, got {image_size}.")
-    # Imported lazily: tensorflow_datasets is slow to import and only needed here.
+    # Imported lazily: tensorflow_datasets is slow to import and only needed
+    # here.
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-    source = tfds.data_source(name, split=split, data_dir=data_dir, download=True)
+    source = tfds.data_source(name, split=split, data_dir=data_dir,
+                              download=True)
     features = source.dataset_info.features
     for key in (image_key, label_key):
       if key not in features:
         raise KeyError(
-            f"{name!r} has no feature {key!r}; available: {sorted(features.keys())}."
+            f"{name!r} has no feature {key!r}; available: "
+            f"{sorted(features.keys())}."
         )
     num_classes = getattr(features[label_key], "num_classes", None)
     if num_classes is None:
@@ -177,4 +182,5 @@ def _to_unit_float32(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / np.float32(255.0)
   if np.issubdtype(images.dtype, np.floating):
     return images.astype(np.float32)
-  raise TypeError(f"Expected uint8 or floating images, got dtype {images.dtype}.")
+  raise TypeError(
+      f"Expected uint8 or floating images, got dtype {images.dtype}.")

@@ -39,7 +39,8 @@ def normalize(images: np.ndarray, mean, std) -> np.ndarray:
       )
   if not np.all(std > 0):
     raise ValueError(f"std must be > 0 in every channel, got {std.tolist()}.")
-  return ((images.astype(np.float32, copy=False) - mean) / std).astype(np.float32)
+  return ((images.astype(np.float32, copy=False) - mean)
+          / std).astype(np.float32)
 
 
 def channel_stats(ds: Dataset | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +61,8 @@ def channel_stats(ds: Dataset | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   images = ds.images if isinstance(ds, Dataset) else np.asarray(ds)
   if images.ndim < 2 or images.shape[0] == 0:
     raise ValueError(
-        f"channel_stats needs images of shape (N>0, ..., C), got {images.shape}."
+        "channel_stats needs images of shape (N>0, ..., C), got "
+        f"{images.shape}."
     )
   channels = images.shape[-1]
   count = images.size // channels
@@ -157,7 +159,8 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   """
   image = np.asarray(image)
   if image.ndim != 3:
-    raise ValueError(f"resize needs one HWC image (3-d), got shape {image.shape}.")
+    raise ValueError(
+        f"resize needs one HWC image (3-d), got shape {image.shape}.")
   if min(size) < 1:
     raise ValueError(f"size must be positive, got {size}.")
   ry = _resize_matrix(image.shape[0], size[0])
@@ -181,7 +184,8 @@ def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
   image = np.asarray(image)
   if image.ndim != 3:
     raise ValueError(
-        f"center_crop_resize needs one HWC image (3-d), got shape {image.shape}."
+        "center_crop_resize needs one HWC image (3-d), got shape "
+        f"{image.shape}."
     )
   if size < 1:
     raise ValueError(f"size must be >= 1, got {size}.")

@@ -7,6 +7,9 @@ pytree). No function materialises ``H``; each only multiplies by it.
   (``jax.jvp`` of ``jax.grad``): one extra pass, no Hessian materialised.
 * :func:`hutchinson_diagonal`: ``diag(H) ~ mean_i z_i * (H z_i)`` with
   Rademacher (``z_i = +-1``) or Gaussian probes; unbiased for either.
+  :func:`hutchinson_diagonal_from_hvp` is the same estimate for a given
+  ``v -> H v`` (same probes, same arithmetic), e.g. the tangent half of
+  :func:`grad_and_hvp`, which also returns the gradient of the same pass.
 * :func:`hutchinson_trace`: ``tr(H) ~ mean_i z_i^T H z_i`` (same probes as
   :func:`hutchinson_diagonal` for the same key, so it is the diagonal's sum).
 * :func:`hessian_moments`: ``tr(H^k) / d ~ mean_i z_i^T H^k z_i / d`` for
@@ -43,9 +46,11 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+import functools
 import math
 import numbers
-from typing import Any, Callable
+from typing import Any
 
 import jax
 from jax.flatten_util import ravel_pytree
@@ -54,7 +59,8 @@ import jax.numpy as jnp
 from flatsparse.flatness.sam import checked_value_fn
 
 __all__ = [
-    "hvp", "probes", "hutchinson_diagonal", "PROBES", "hutchinson_trace",
+    "hvp", "grad_and_hvp", "probes", "hutchinson_diagonal",
+    "hutchinson_diagonal_from_hvp", "PROBES", "hutchinson_trace",
     "hessian_moments", "top_eigenvalue", "lanczos", "top_eigenvalues",
     "spectral_density",
 ]
@@ -82,10 +88,87 @@ def probes(key: jax.Array, like: Any, kind: str = "rademacher") -> Any:
   return treedef.unflatten([draw(k, x) for k, x in zip(keys, leaves)])
 
 
+def grad_and_hvp(value_fn: ValueFn, params: Any
+                 ) -> tuple[Any, Callable[[Any], Any]]:
+  """``(grad f(params), v -> H(params) v)`` from one ``jax.linearize``.
+
+  The gradient is computed now (the primal half of forward-over-reverse);
+  the returned linear function holds only the tangent half, so a caller can
+  run it inside a ``lax.cond`` branch while the gradient stays outside. The
+  residuals of the pass stay live until the function is last called.
+
+  Args:
+    value_fn: ``params -> scalar loss``.
+    params: where the gradient and the Hessian are taken.
+
+  Returns:
+    ``(grads, hvp_fn)``: a pytree like ``params`` and ``v -> H v``.
+  """
+  return jax.linearize(jax.grad(checked_value_fn(value_fn)), params)
+
+
+def _hutchinson(hvp_fn: Callable[[Any], Any], like: Any, key: jax.Array,
+                num_probes: int, kind: str, unroll: int | bool,
+                loop: bool) -> Any:
+  """``mean_i z_i * hvp_fn(z_i)``; ``loop=False``: one probe without a loop."""
+  if not isinstance(num_probes, int) or num_probes < 1:
+    raise ValueError(f"num_probes must be an int >= 1, got {num_probes!r}.")
+  if kind not in PROBES:
+    raise ValueError(f"Unknown probe {kind!r}; allowed: {', '.join(PROBES)}.")
+  keys = jax.random.split(key, num_probes)
+
+  def one(k):
+    z = probes(k, like, kind)
+    return jax.tree.map(jnp.multiply, z, hvp_fn(z))
+
+  if num_probes == 1 and not loop:
+    return one(keys[0])
+
+  def body(total, k):
+    return jax.tree.map(jnp.add, total, one(k)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, like)
+  total, _ = jax.lax.scan(body, zeros, keys, unroll=unroll)
+  return jax.tree.map(lambda t: t / num_probes, total)
+
+
+def hutchinson_diagonal_from_hvp(hvp_fn: Callable[[Any], Any], like: Any,
+                                 key: jax.Array, *, num_probes: int = 1,
+                                 kind: str = "rademacher",
+                                 unroll: int | bool = 1) -> Any:
+  """:func:`hutchinson_diagonal` for a given ``v -> H v``.
+
+  ``mean_i z_i * hvp_fn(z_i)`` with the probes of :func:`hutchinson_diagonal`
+  for the same ``key`` (:func:`probes` of each key of
+  ``jax.random.split(key, num_probes)``) and the same arithmetic. One probe
+  runs without a loop (XLA:CPU runs convolutions inside loop bodies slower
+  than at top level); more are summed in a ``lax.scan`` and divided by
+  ``num_probes``. :func:`hutchinson_diagonal` runs one probe in a
+  ``lax.scan`` too, so for one probe the two agree to float rounding, not
+  necessarily bit for bit (XLA fuses a loop body differently).
+
+  Args:
+    hvp_fn: ``v -> H v`` for pytrees shaped like ``like``, e.g. the second
+      output of :func:`grad_and_hvp`.
+    like: a pytree with the shapes and dtypes of the probes (the params).
+    key: PRNG key for the probes.
+    num_probes: number of probes averaged, a static int >= 1.
+    kind: ``'rademacher'`` or ``'gaussian'``.
+    unroll: loop iterations unrolled into one body (``True``: all).
+
+  Returns:
+    A pytree like ``like``.
+  """
+  return _hutchinson(hvp_fn, like, key, num_probes, kind, unroll, loop=False)
+
+
 def hutchinson_diagonal(value_fn: ValueFn, params: Any, key: jax.Array, *,
                         num_probes: int = 1, kind: str = "rademacher",
                         unroll: int | bool = 1) -> Any:
   """Unbiased estimate of ``diag(H)``: ``mean_i z_i * (H z_i)``.
+
+  The estimate of :func:`hutchinson_diagonal_from_hvp` with ``v ->
+  hvp(value_fn, params, v)``, every probe count in a ``lax.scan``.
 
   Args:
     value_fn: ``params -> scalar loss``.
@@ -100,20 +183,8 @@ def hutchinson_diagonal(value_fn: ValueFn, params: Any, key: jax.Array, *,
   Returns:
     A pytree like ``params``.
   """
-  if not isinstance(num_probes, int) or num_probes < 1:
-    raise ValueError(f"num_probes must be an int >= 1, got {num_probes!r}.")
-  if kind not in PROBES:
-    raise ValueError(f"Unknown probe {kind!r}; allowed: {', '.join(PROBES)}.")
-
-  def one(total, k):
-    z = probes(k, params, kind)
-    return jax.tree.map(lambda t, zi, hz: t + zi * hz, total, z,
-                        hvp(value_fn, params, z)), None
-
-  zeros = jax.tree.map(jnp.zeros_like, params)
-  total, _ = jax.lax.scan(one, zeros, jax.random.split(key, num_probes),
-                          unroll=unroll)
-  return jax.tree.map(lambda t: t / num_probes, total)
+  return _hutchinson(functools.partial(hvp, value_fn, params), params, key,
+                     num_probes, kind, unroll, loop=True)
 
 
 # ----------------------------------------------------------------- helpers

@@ -98,12 +98,15 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from flatsparse import protocol
 
 __all__ = ["SAMState", "sam", "perturbation", "checked_value_fn"]
 
@@ -234,7 +237,6 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
 
   def sharp_mean(updates, params, sub_batch_value_fn, masks):
     """``(1/m) sum_i grad f_i(w + e_i)``: the m sub-batches under vmap."""
-
     checked = checked_value_fn(sub_batch_value_fn, "sub_batch_value_fn")
 
     def one(i):
@@ -260,27 +262,19 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
           f"sam(sub_batches={sub_batches}) got a sub_batch_value_fn over "
           f"{given} sub-batches; build the train step with "
           f"sub_batches={sub_batches} (or sam with sub_batches={given}).")
+    count = optax.safe_int32_increment(state.count)
     if sub_batches > 1:
-      if sub_batch_value_fn is None or params is None:
-        raise ValueError(
-            f"sam(sub_batches={sub_batches}) needs params and the extra "
-            "argument sub_batch_value_fn ((params, i) -> loss on the i-th "
-            f"of {sub_batches} equal sub-batches): tx.update(grads, state, "
-            "params, sub_batch_value_fn=...). flatsparse.train."
-            f"make_train_step(..., sub_batches={sub_batches}) passes it.")
+      protocol.require(f"sam(sub_batches={sub_batches})", "sub_batch_value_fn",
+                       sub_batch_value_fn, params=params)
       return (sharp_mean(updates, params, sub_batch_value_fn, masks),
-              SAMState(count=state.count + 1))
-    if value_fn is None or params is None:
-      raise ValueError(
-          "sam needs params and the extra argument value_fn (params -> loss "
-          "on the current batch): tx.update(grads, state, params, "
-          "value_fn=...). flatsparse.train.make_train_step passes it.")
+              SAMState(count=count))
+    protocol.require("sam", "value_fn", value_fn, params=params)
     e = perturbation(updates, params, rho, adaptive=adaptive, eta=eta, eps=eps,
                      masks=masks)
     perturbed = jax.tree.map(lambda w, d: w + d.astype(w.dtype), params, e)
     sharp_grads = jax.grad(checked_value_fn(value_fn))(perturbed)
     sharp_grads = jax.tree.map(lambda s, g: s.astype(g.dtype), sharp_grads,
                                updates)
-    return sharp_grads, SAMState(count=state.count + 1)
+    return sharp_grads, SAMState(count=count)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

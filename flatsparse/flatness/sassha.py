@@ -1,7 +1,8 @@
-"""Sassha: sharpness-aware adaptive second-order optimization, one transform.
+"""Sassha: sharpness-aware adaptive second-order optimization.
 
 Per step ``t = 1, 2, ...`` with incoming gradient ``g`` at ``w`` and the loss
-``f = value_fn`` (an extra argument of ``update``; see ``flatsparse/train/step.py``)::
+``f = value_fn`` (an extra argument of ``update``; see
+``flatsparse/protocol.py``)::
 
     w~  = w + rho * g / ||g||                      (SAM ascent; global norm)
     g~  = grad f(w~)
@@ -12,12 +13,31 @@ Per step ``t = 1, 2, ...`` with incoming gradient ``g`` at ``w`` and the loss
     u   = -lr_t / (1 - b1^t) * m / ((D / c2)^alpha + eps)
           - (lr_t * weight_decay / lr_0) * w       (decoupled, relative to lr_0)
 
-``sassha`` returns the full update ``u`` (``optax.apply_updates(w, u)`` is
-the paper's update ``w * (1 - lr_t wd / lr_0) - ...``), so it sits last in
-a chain (after, e.g., ``optax.clip_by_global_norm``).
+Two entry points, as ``optax.scale_by_adam`` and ``optax.adamw``:
+
+* :func:`scale_by_sassha` returns the preconditioned direction
+  ``(m / (1 - b1^t)) / ((D / c2)^alpha + eps)``, to be followed by the
+  learning rate (optax convention: ``optax.scale_by_learning_rate``).
+* :func:`sassha` returns the full update ``u`` (``optax.apply_updates(w,
+  u)`` is the paper's ``w * (1 - lr_t wd / lr_0) - ...``), so it sits last
+  in a chain (after, e.g., ``optax.clip_by_global_norm``). It equals, up to
+  float rounding::
+
+      optax.chain(scale_by_sassha(rho, ...),
+                  optax.add_decayed_weights(weight_decay / lr_0),
+                  optax.scale_by_learning_rate(learning_rate))
+
+  It is not built as that chain: it computes ``u`` in the order of the
+  expression above (``-lr_t / (1 - b1^t)`` times ``m``, divided by the
+  preconditioner, minus the decay), which rounds differently in float32
+  from scaling the direction by ``-lr_t`` afterwards, and recorded
+  trajectories are kept bit for bit; its state is one :class:`SasshaState`
+  (``state.count``, ``state.m``), not a chain's tuple. Both share the
+  sharpness-aware gradient and the lazy Hutchinson EMA
+  (``flatsparse.flatness.hutchinson_ema``).
 
 Bias correction of ``D`` (``c2``), where the paper's formula and the
-authors' code differ:
+authors' code differ (``flatsparse.flatness.hutchinson_ema``):
 
 * ``'step'`` (default, the authors' PyTorch code): ``c2 = 1 - b2^s`` with
   ``s`` the *global step of the latest refresh* (the code recomputes the
@@ -32,20 +52,21 @@ All three agree when ``k = 1``. ``'step'`` and ``'current_step'`` differ
 only between refreshes and by less than 1% once ``b2^t`` is small (a few
 thousand steps at ``b2 = 0.999``); ``'refresh'`` divides by a smaller
 ``c2`` for ``k`` times longer (``r ~ t / k``), so its ``D / c2`` is larger
-for much of a typical run.
+for much of a typical run. Both corrections are computed in the moments'
+dtype (float64 for float64 params under ``jax_enable_x64``).
 
 Cost: a reuse step costs one extra gradient at ``w~`` (as SAM). A refresh
 step takes ``g~`` and ``H z`` from one forward-over-reverse pass, so it
 costs one Hessian-vector product and no separate gradient pass: ``g~`` and
-the pass's residuals come from ``jax.linearize(jax.grad(f), w~)`` at top
-level on every step, and only its tangent half (``z -> H z``) runs in the
-refresh branch of a ``lax.cond`` on ``count % k == 0`` (one compiled
-program; the reuse branch does nothing). Keeping the gradient out of the
-conditional matters on XLA:CPU, which runs a ResNet-18 gradient inside a
-``lax.cond`` branch an order of magnitude slower than at top level
-(BENCHMARKS.md); the price is that the residuals stay live until the branch
-(about 11% more scratch memory for ResNet-18 at batch 8 on CPU, same
-flops). The estimate is that of
+the pass's residuals come from ``curvature.grad_and_hvp(f, w~)``
+(``jax.linearize``) at top level on every step, and only its tangent half
+(``z -> H z``) runs in the refresh branch of a ``lax.cond`` on
+``count % k == 0`` (one compiled program; the reuse branch does nothing).
+Keeping the gradient out of the conditional matters on XLA:CPU, which runs a
+ResNet-18 gradient inside a ``lax.cond`` branch an order of magnitude slower
+than at top level (BENCHMARKS.md); the price is that the residuals stay live
+until the branch (about 11% more scratch memory for ResNet-18 at batch 8 on
+CPU, same flops). The estimate is that of
 ``flatsparse.flatness.curvature.hutchinson_diagonal(value_fn, w~,
 fold_in(key, t - 1), num_probes=...)``: same probes, same arithmetic
 (tested to float32 rounding).
@@ -70,7 +91,7 @@ the injected state reaches this factory as a number each step, so pass
 params pass ``hyperparam_dtype=jnp.float32`` (as for ``optax.adam``:
 ``b2 = 0.999`` rounds to 1 in bf16).
 
-Reference:
+References:
   Shin, Lee, Chung & Lee, "SASSHA: Sharpness-aware Adaptive Second-order
   Optimization with Stable Hessian Approximation", ICML 2025. Defaults as in
   the reference code; its CIFAR-10 ResNet-20 recipe is ``learning_rate=0.15,
@@ -79,24 +100,27 @@ Reference:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from flatsparse import protocol
 from flatsparse import rng
+from flatsparse import tree_utils
+from flatsparse import validation
 from flatsparse.flatness import curvature
-from flatsparse.flatness.sam import checked_value_fn, perturbation
+from flatsparse.flatness import hutchinson_ema as hema
+from flatsparse.flatness.hutchinson_ema import BIAS_CORRECTIONS
+from flatsparse.flatness.sam import perturbation
 
-__all__ = ["SasshaState", "sassha", "BIAS_CORRECTIONS"]
-
-BIAS_CORRECTIONS = ("step", "current_step", "refresh")
-ValueFn = Callable[[Any], jax.Array]
+__all__ = ["SasshaState", "sassha", "scale_by_sassha", "BIAS_CORRECTIONS"]
 
 
 class SasshaState(NamedTuple):
-  """Sassha's state.
+  """State of :func:`sassha` and :func:`scale_by_sassha`.
 
   Attributes:
     count: int32 number of updates taken (``t - 1`` during step ``t``).
@@ -111,160 +135,120 @@ class SasshaState(NamedTuple):
   key: jax.Array
 
 
-# --- helpers shared with adahessian.py and sophia.py -------------------------
+# finish(params, m, D, precond, c1, count) -> updates
+_Finish = Callable[[Any, Any, Any, Callable[[jax.Array], jax.Array],
+                    jax.Array, jax.Array], Any]
 
 
-def _concrete(value: Any) -> float | None:
-  """``float(value)``, or None for traced values (inject_hyperparams)."""
-  try:
-    return float(value)
-  except (TypeError, jax.errors.ConcretizationTypeError):
-    return None
+def _transform(name: str, finish: _Finish, *, rho: Any, k: Any, b1: Any,
+               b2: Any, alpha: Any, eps: Any, num_probes: int | None,
+               probe: str, bias_correction: str, sparse: bool, seed: Any
+               ) -> optax.GradientTransformationExtraArgs:
+  """Sassha's moments and curvature; ``finish`` turns them into updates."""
+  validation.check("rho", rho, lambda v: v >= 0, ">= 0")
+  validation.check_int("k", k)
+  validation.check_betas(b1=b1, b2=b2)
+  validation.check("alpha", alpha, lambda v: v > 0, "> 0")
+  validation.check("eps", eps, lambda v: v >= 0, ">= 0")
+  num_probes = hema.probe_count(num_probes)
+  validation.check_choice("probe", probe, curvature.PROBES)
+  validation.check_choice("bias_correction", bias_correction,
+                          BIAS_CORRECTIONS)
+
+  def init_fn(params):
+    return SasshaState(count=jnp.zeros([], jnp.int32),
+                       m=tree_utils.zeros_moments(params),
+                       D=tree_utils.zeros_moments(params),
+                       key=rng.base_key(seed))
+
+  def update_fn(updates, state, params=None, *,
+                value_fn: protocol.ValueFn | None = None, masks: Any = None,
+                **extra):
+    del extra
+    protocol.require(name, "value_fn", value_fn, params=params)
+    count = state.count
+    e = perturbation(updates, params, rho, masks=masks if sparse else None)
+    perturbed = jax.tree.map(lambda w, d: w + d.astype(w.dtype), params, e)
+    key = jax.random.fold_in(state.key, count)
+
+    # g~ at top level (every step needs it); only the tangent half of the
+    # forward-over-reverse pass (H z) runs in the refresh branch.
+    sharp, hvp_fn = curvature.grad_and_hvp(value_fn, perturbed)
+    curv, _ = hema.lazy_hutchinson_ema(
+        state.D,
+        lambda: curvature.hutchinson_diagonal_from_hvp(
+            hvp_fn, perturbed, key, num_probes=num_probes, kind=probe),
+        count, k=k, decay=b2, sample=lambda d: jax.tree.map(jnp.abs, d))
+    m = tree_utils.ema(b1, state.m, sharp)
+    dtype = hema.scalar_dtype(m)
+    c1 = hema.moment_bias_correction(b1, count, dtype)
+    c2 = hema.hessian_bias_correction(b2, count, k, bias_correction, dtype)
+
+    def precond(d):
+      scaled = d / c2
+      return (jnp.sqrt(scaled) if validation.is_number(alpha, 0.5)
+              else scaled ** alpha) + eps
+
+    new_updates = finish(params, m, curv, precond, c1, count)
+    return new_updates, SasshaState(
+        count=optax.safe_int32_increment(count), m=m, D=curv, key=state.key)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _check(name: str, value: Any, ok: Callable[[float], bool],
-           allowed: str) -> None:
-  v = _concrete(value)
-  if v is not None and not ok(v):
-    raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+def scale_by_sassha(rho: float = 0.2, *, k: int = 10, b1: float = 0.9,
+                    b2: float = 0.999, alpha: float = 0.5, eps: float = 1e-4,
+                    num_probes: int | None = None, probe: str = "rademacher",
+                    bias_correction: str = "step", sparse: bool = True,
+                    seed: Any = 0) -> optax.GradientTransformationExtraArgs:
+  """Rescales updates by Sassha's sharpness-aware second-order preconditioner.
 
+  With ``g~ = grad f(w + rho * g / ||g||)`` and the lazy Hutchinson EMA
+  ``D`` of ``|diag H(w~)|`` (module docstring)::
 
-def _check_betas(**betas: Any) -> None:
-  for name, value in betas.items():
-    _check(name, value, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+      m = b1 * m + (1 - b1) * g~
+      u = (m / (1 - b1^t)) / ((D / c2)^alpha + eps)
 
+  Follow it by the learning rate (and any decoupled weight decay), as
+  ``optax.scale_by_adam``: ``optax.chain(scale_by_sassha(rho),
+  optax.add_decayed_weights(wd), optax.scale_by_learning_rate(lr))`` is
+  :func:`sassha` with ``weight_decay = wd * lr_0`` up to float rounding.
 
-def _check_int(name: str, value: Any) -> None:
-  """An int >= 1 (or an array, under inject_hyperparams)."""
-  if isinstance(value, bool) or (
-      isinstance(value, float) and not value.is_integer()):
-    raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-  _check(name, value, lambda v: v >= 1, "an int >= 1")
+  Args:
+    rho: SAM radius, >= 0.
+    k: refresh the Hessian estimate every ``k`` steps (lazy Hessian), >= 1.
+    b1: first-moment decay.
+    b2: decay of the curvature EMA (per refresh).
+    alpha: power of the bias-corrected curvature (0.5: square root).
+    eps: added to the preconditioner ``(D / c2)^alpha``.
+    num_probes: Hutchinson probes averaged per refresh: a static int >= 1,
+      or None for one (the reference's default).
+    probe: ``'rademacher'`` (the reference) or ``'gaussian'``.
+    bias_correction: ``'step'`` (reference code), ``'current_step'`` or
+      ``'refresh'``; see the module docstring.
+    sparse: perturb only active weights when a sparsity wrapper passes
+      ``masks`` (as ``sam``).
+    seed: an int or a PRNG key (``flatsparse.rng.base_key``), may be
+      traced under ``vmap``; the base key kept in the state.
 
+  Returns:
+    A transformation needing ``params`` and the extra argument ``value_fn``;
+    its state is a :class:`SasshaState`; updates have the params' dtype.
 
-def _num_probes(value: Any) -> int:
-  """``None`` means one probe; otherwise a static Python int >= 1.
-
-  ``None`` as the default keeps ``optax.inject_hyperparams(factory)`` from
-  turning the count into a traced array (it injects every numeric argument,
-  defaults included); an explicit count must then be in ``static_args``.
+  References:
+    Shin, Lee, Chung & Lee, "SASSHA: Sharpness-aware Adaptive Second-order
+    Optimization with Stable Hessian Approximation", ICML 2025.
   """
-  if value is None:
-    return 1
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(
-        f"num_probes must be a static int >= 1 (or None for 1), got "
-        f"{value!r}; under optax.inject_hyperparams list it in static_args.")
-  return value
 
+  def finish(params, m, curv, precond, c1, count):
+    del count
+    return jax.tree.map(
+        lambda w, mo, d: (mo / c1 / precond(d)).astype(w.dtype),
+        params, m, curv)
 
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-  if value not in allowed:
-    raise ValueError(f"Unknown {name} {value!r}; allowed: "
-                     f"{', '.join(map(repr, allowed))}.")
-
-
-def _is_zero(value: Any) -> bool:
-  return isinstance(value, (int, float)) and value == 0
-
-
-def _is_value(value: Any, target: float) -> bool:
-  return isinstance(value, (int, float)) and value == target
-
-
-def _moment_dtype(x: jax.Array) -> jnp.dtype:
-  return jnp.promote_types(x.dtype, jnp.float32)
-
-
-def _zeros(params: Any) -> Any:
-  return jax.tree.map(lambda p: jnp.zeros(p.shape, _moment_dtype(p)), params)
-
-
-def _ema(decay: Any, moment: Any, sample: Any) -> Any:
-  return jax.tree.map(
-      lambda mo, s: decay * mo + (1 - decay) * s.astype(mo.dtype),
-      moment, sample)
-
-
-def _learning_rate(learning_rate: Any, count: jax.Array) -> Any:
-  return learning_rate(count) if callable(learning_rate) else learning_rate
-
-
-def _refresh_bias_correction(b2: Any, count: jax.Array, k: Any,
-                             mode: str) -> jax.Array:
-  """``1 - b2^n`` for the three modes of the module docstring."""
-  if mode == "current_step":
-    n = count + 1
-  elif mode == "step":
-    n = (count // k) * k + 1  # global step of the latest refresh
-  else:
-    n = count // k + 1  # refreshes so far
-  return 1 - b2 ** n.astype(jnp.float32)
-
-
-def _lazy(k: Any, count: jax.Array, refresh: Callable[[Any], Any],
-          reuse: Callable[[Any], Any], operand: Any) -> Any:
-  """``refresh`` when ``count % k == 0`` else ``reuse``: one ``lax.cond``."""
-  if _is_value(k, 1):
-    return refresh(operand)
-  return jax.lax.cond(count % k == 0, refresh, reuse, operand)
-
-
-def _require_value_fn(name: str, value_fn: Any, params: Any) -> None:
-  if value_fn is None or params is None:
-    raise ValueError(
-        f"{name} needs params and the extra argument value_fn (params -> loss "
-        "on the current batch): tx.update(grads, state, params, "
-        "value_fn=...). flatsparse.train.make_train_step passes it.")
-
-
-def _grad_and_hvp(value_fn: ValueFn, params: Any
-                  ) -> tuple[Any, Callable[[Any], Any]]:
-  """``(grad f(params), v -> H(params) v)`` by ``jax.linearize``.
-
-  The gradient is computed now (the primal of forward-over-reverse); the
-  returned linear function holds only the tangent half, so a caller can run
-  it inside a ``lax.cond`` branch while the gradient stays outside.
-  """
-  return jax.linearize(jax.grad(checked_value_fn(value_fn)), params)
-
-
-def _hutchinson(hvp_fn: Callable[[Any], Any], params: Any, key: jax.Array, *,
-                num_probes: int = 1, kind: str = "rademacher") -> Any:
-  """``curvature.hutchinson_diagonal`` with a given ``v -> H v``: the same
-  probes and arithmetic."""
-  keys = jax.random.split(key, num_probes)
-
-  def one(k):
-    z = curvature.probes(k, params, kind)
-    return jax.tree.map(jnp.multiply, z, hvp_fn(z))
-
-  if num_probes == 1:
-    return one(keys[0])
-
-  def body(total, k):
-    return jax.tree.map(jnp.add, total, one(k)), None
-
-  zeros = jax.tree.map(jnp.zeros_like, params)
-  total, _ = jax.lax.scan(body, zeros, keys)
-  return jax.tree.map(lambda t: t / num_probes, total)
-
-
-def _grad_and_hutchinson(value_fn: ValueFn, params: Any, key: jax.Array, *,
-                         num_probes: int = 1, kind: str = "rademacher"
-                         ) -> tuple[Any, Any]:
-  """``(grad f(params), hutchinson_diagonal(value_fn, params, key, ...))``.
-
-  The same probes and arithmetic as ``curvature.hutchinson_diagonal``; the
-  gradient is the primal output of the forward-over-reverse pass, so it
-  costs nothing extra.
-  """
-  grads, hvp_fn = _grad_and_hvp(value_fn, params)
-  return grads, _hutchinson(hvp_fn, params, key, num_probes=num_probes,
-                            kind=kind)
-
-
-# --- Sassha ------------------------------------------------------------------
+  return _transform("scale_by_sassha", finish, rho=rho, k=k, b1=b1, b2=b2,
+                    alpha=alpha, eps=eps, num_probes=num_probes, probe=probe,
+                    bias_correction=bias_correction, sparse=sparse, seed=seed)
 
 
 def sassha(learning_rate: optax.ScalarOrSchedule, rho: float = 0.2, *,
@@ -276,6 +260,10 @@ def sassha(learning_rate: optax.ScalarOrSchedule, rho: float = 0.2, *,
            sparse: bool = True, seed: Any = 0
            ) -> optax.GradientTransformationExtraArgs:
   """Sassha (see the module docstring); returns the full parameter update.
+
+  ``u = -lr_t / (1 - b1^t) * m / ((D / c2)^alpha + eps)
+  - (lr_t * weight_decay / lr_0) * w``: :func:`scale_by_sassha` with the
+  learning rate and the decoupled weight decay, computed in this order.
 
   Args:
     learning_rate: ``lr_t``, a float or an optax schedule of the step count
@@ -302,51 +290,24 @@ def sassha(learning_rate: optax.ScalarOrSchedule, rho: float = 0.2, *,
 
   Returns:
     A transformation needing ``params`` and the extra argument ``value_fn``.
+
+  References:
+    Shin, Lee, Chung & Lee, "SASSHA: Sharpness-aware Adaptive Second-order
+    Optimization with Stable Hessian Approximation", ICML 2025.
   """
-  _check("rho", rho, lambda v: v >= 0, ">= 0")
-  _check_int("k", k)
-  _check_betas(b1=b1, b2=b2)
-  _check("alpha", alpha, lambda v: v > 0, "> 0")
-  _check("eps", eps, lambda v: v >= 0, ">= 0")
-  _check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
-  num_probes = _num_probes(num_probes)
-  _check_choice("probe", probe, curvature.PROBES)
-  _check_choice("bias_correction", bias_correction, BIAS_CORRECTIONS)
-  use_decay = not _is_zero(weight_decay)
+  validation.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+  use_decay = not validation.is_number(weight_decay, 0)
   if use_decay and peak_learning_rate is None and callable(learning_rate):
     raise ValueError(
         "sassha's weight_decay is relative to the peak learning rate; with "
         "a learning-rate schedule pass peak_learning_rate= as well.")
   if use_decay and peak_learning_rate is not None:
-    _check("peak_learning_rate", peak_learning_rate, lambda v: v > 0, "> 0")
+    validation.check("peak_learning_rate", peak_learning_rate,
+                     lambda v: v > 0, "> 0")
 
-  def init_fn(params):
-    return SasshaState(count=jnp.zeros([], jnp.int32), m=_zeros(params),
-                       D=_zeros(params), key=rng.base_key(seed))
-
-  def update_fn(updates, state, params=None, *,
-                value_fn: ValueFn | None = None, masks: Any = None, **extra):
-    del extra
-    _require_value_fn("sassha", value_fn, params)
-    count = state.count
-    e = perturbation(updates, params, rho, masks=masks if sparse else None)
-    perturbed = jax.tree.map(lambda w, d: w + d.astype(w.dtype), params, e)
-    key = jax.random.fold_in(state.key, count)
-
-    # g~ at top level (every step needs it); only the tangent half of the
-    # forward-over-reverse pass (H z) runs in the refresh branch.
-    sharp, hvp_fn = _grad_and_hvp(value_fn, perturbed)
-
-    def refresh(curv):
-      diag = _hutchinson(hvp_fn, perturbed, key, num_probes=num_probes,
-                         kind=probe)
-      return _ema(b2, curv, jax.tree.map(jnp.abs, diag))
-
-    curv = _lazy(k, count, refresh, lambda curv: curv, state.D)
-    m = _ema(b1, state.m, sharp)
-    lr = _learning_rate(learning_rate, count)
-    step_size = lr / (1 - b1 ** (count + 1).astype(jnp.float32))
-    c2 = _refresh_bias_correction(b2, count, k, bias_correction)
+  def finish(params, m, curv, precond, c1, count):
+    lr = hema.learning_rate_at(learning_rate, count)
+    step_size = lr / c1
     if not use_decay:
       decay = None
     elif peak_learning_rate is None:  # lr_t = lr_0: the ratio is 1
@@ -355,16 +316,13 @@ def sassha(learning_rate: optax.ScalarOrSchedule, rho: float = 0.2, *,
       decay = lr * weight_decay / peak_learning_rate
 
     def leaf(w, mo, d):
-      scaled = d / c2
-      precond = (jnp.sqrt(scaled) if _is_value(alpha, 0.5)
-                 else scaled ** alpha) + eps
-      u = -step_size * mo / precond
+      u = -step_size * mo / precond(d)
       if decay is not None:
         u = u - decay * w.astype(u.dtype)
       return u.astype(w.dtype)
 
-    new_updates = jax.tree.map(leaf, params, m, curv)
-    return new_updates, SasshaState(count=count + 1, m=m, D=curv,
-                                    key=state.key)
+    return jax.tree.map(leaf, params, m, curv)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _transform("sassha", finish, rho=rho, k=k, b1=b1, b2=b2,
+                    alpha=alpha, eps=eps, num_probes=num_probes, probe=probe,
+                    bias_correction=bias_correction, sparse=sparse, seed=seed)

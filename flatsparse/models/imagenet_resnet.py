@@ -13,14 +13,15 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import functools
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flatsparse.models.resnet import _batch_norm, _conv
+from flatsparse.models import layers
 
 
 class Bottleneck(nn.Module):
@@ -50,8 +51,8 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Applies the block to NHWC ``x``; ``train`` selects batch statistics."""
-    conv = functools.partial(_conv, dtype=self.dtype)
-    bn = functools.partial(_batch_norm, train, self.dtype)
+    conv = functools.partial(layers.conv, dtype=self.dtype)
+    bn = functools.partial(layers.batch_norm, train, self.dtype)
     out_features = self.expansion * self.features
     y = conv(self.features, 1, 1, name="conv1")(x)
     y = nn.relu(bn("bn1")(y))
@@ -107,8 +108,8 @@ class ResNet50(nn.Module):
         Logits of shape ``(batch, num_classes)`` in ``dtype``.
     """
     k = self.width_multiplier
-    x = _conv(64 * k, 7, 2, self.dtype, name="stem_conv")(x)
-    x = nn.relu(_batch_norm(train, self.dtype, name="stem_bn")(x))
+    x = layers.conv(64 * k, 7, 2, self.dtype, name="stem_conv")(x)
+    x = nn.relu(layers.batch_norm(train, self.dtype, name="stem_bn")(x))
     # Max-pool pads with -inf, as PyTorch's MaxPool2d(3, 2, padding=1).
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):

@@ -11,39 +11,15 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import functools
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_conv_init = nn.initializers.kaiming_normal()
-
-
-def _batch_norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
-  return nn.BatchNorm(
-    use_running_average=not train,
-    momentum=0.9,
-    epsilon=1e-5,
-    dtype=dtype,
-    name=name,
-  )
-
-
-def _conv(
-  features: int, kernel: int, strides: int, dtype: Any, name: str
-) -> nn.Conv:
-  return nn.Conv(
-    features,
-    (kernel, kernel),
-    strides=(strides, strides),
-    padding=kernel // 2,  # Symmetric, as PyTorch padding=1 (XLA "SAME" is not).
-    use_bias=False,
-    kernel_init=_conv_init,
-    dtype=dtype,
-    name=name,
-  )
+from flatsparse.models import layers
 
 
 class BasicBlock(nn.Module):
@@ -68,8 +44,8 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Applies the block to NHWC ``x``; ``train`` selects batch statistics."""
-    conv = functools.partial(_conv, dtype=self.dtype)
-    bn = functools.partial(_batch_norm, train, self.dtype)
+    conv = functools.partial(layers.conv, dtype=self.dtype)
+    bn = functools.partial(layers.batch_norm, train, self.dtype)
     y = conv(self.features, 3, self.strides, name="conv1")(x)
     y = nn.relu(bn("bn1")(y))
     y = conv(self.features, 3, 1, name="conv2")(y)
@@ -111,8 +87,8 @@ class _ResNetBase(nn.Module):
     if len(stage_sizes) != len(widths):
       raise ValueError(f"{len(stage_sizes)=} != {len(widths)=}")
     dtype = self.dtype  # Declared as a field by every subclass.
-    x = _conv(widths[0], 3, 1, dtype, name="stem_conv")(x)
-    x = nn.relu(_batch_norm(train, dtype, name="stem_bn")(x))
+    x = layers.conv(widths[0], 3, 1, dtype, name="stem_conv")(x)
+    x = nn.relu(layers.batch_norm(train, dtype, name="stem_bn")(x))
     for i, (num_blocks, width) in enumerate(zip(stage_sizes, widths)):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1

@@ -11,13 +11,14 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_conv_init = nn.initializers.kaiming_normal()
+from flatsparse.models import layers
 
 # Conv widths, "M" = 2x2 stride-2 max-pool (configuration E of the paper).
 _VGG19_CONFIG = (
@@ -91,7 +92,7 @@ class VGG19(nn.Module):
         width,
         (3, 3),
         padding=1,
-        kernel_init=_conv_init,
+        kernel_init=layers.CONV_INIT,
         dtype=self.dtype,
         name=f"conv{conv_index}",
       )(x)

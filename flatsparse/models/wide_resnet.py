@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flatsparse.models.resnet import _batch_norm, _conv
+from flatsparse.models import layers
 
 
 class WideResNetBlock(nn.Module):
@@ -47,8 +47,8 @@ class WideResNetBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Applies the block to NHWC ``x``; ``train`` selects batch statistics
     and enables dropout."""
-    conv = functools.partial(_conv, dtype=self.dtype)
-    bn = functools.partial(_batch_norm, train, self.dtype)
+    conv = functools.partial(layers.conv, dtype=self.dtype)
+    bn = functools.partial(layers.batch_norm, train, self.dtype)
     project = self.strides != 1 or x.shape[-1] != self.features
     y = nn.relu(bn("bn1")(x))
     shortcut = x
@@ -112,7 +112,7 @@ class WideResNet(nn.Module):
       )
     blocks_per_group = (self.depth - 4) // 6
     k = self.widen_factor
-    x = _conv(16, 3, 1, self.dtype, name="stem_conv")(x)
+    x = layers.conv(16, 3, 1, self.dtype, name="stem_conv")(x)
     for i, width in enumerate((16 * k, 32 * k, 64 * k)):
       for j in range(blocks_per_group):
         x = WideResNetBlock(
@@ -122,7 +122,7 @@ class WideResNet(nn.Module):
           dtype=self.dtype,
           name=f"group{i + 1}_block{j + 1}",
         )(x, train)
-    x = nn.relu(_batch_norm(train, self.dtype, name="final_bn")(x))
+    x = nn.relu(layers.batch_norm(train, self.dtype, name="final_bn")(x))
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
 

@@ -35,15 +35,17 @@ def input_feature_norms(model: nn.Module, variables: Any, x: Any,
     **apply_kwargs: passed to ``model.apply`` (e.g. ``train=False``).
 
   Returns:
-    A pytree like ``variables['params']``: float32 vectors of length
-    ``in_features`` at kernels, ``None`` elsewhere.
+    A pytree like ``variables['params']``: vectors of length
+    ``in_features`` at kernels (in the inputs' dtype, at least float32),
+    ``None`` elsewhere.
   """
   norms: dict[tuple[str, ...], jax.Array] = {}
 
   def record(next_fun, args, kwargs, context):
     if (context.method_name == "__call__"
         and isinstance(context.module, (nn.Dense, nn.Conv))):
-      inputs = jnp.asarray(args[0], jnp.float32)
+      inputs = jnp.asarray(args[0])
+      inputs = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
       squared = jnp.sum(jnp.square(inputs).reshape(-1, inputs.shape[-1]), 0)
       path = tuple(context.module.path)
       norms[path] = norms.get(path, 0.0) + squared

@@ -9,7 +9,12 @@ Keys (all optional except ``name``)::
     importance         'magnitude' | 'activation' | 'gradient' | 'hessian'
                        (default: 'activation' for safe_plus, else 'magnitude')
     overrides          {leaf path: sparsity}
+    rounding           'round' | 'floor'   (kept count n - round(s n), or
+                       n - floor(s n) as the reference SAFE code)
     lam, rho, dual_period, penalty_schedule, importance_ema
+    penalty_after_total  'hold' | 'continue'   (safe, safe_plus, admm: the
+                       penalty after total_steps; 'continue' as the
+                       reference SAFE code)
     seed               int, or None: the ``seed`` argument of create_from_config
                        (the trainer derives it from the run's seed)
     period, start_step (iht)
@@ -18,29 +23,39 @@ Keys (all optional except ``name``)::
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import optax
 
+from flatsparse import validation
 from flatsparse.safe.iht import iht
 from flatsparse.safe.projection import Projection
 from flatsparse.safe.safe import admm
 from flatsparse.safe.safe import safe
 
-__all__ = ["METHODS", "projection_from_config", "create_from_config"]
+__all__ = ["METHODS", "PROJECTION_KEYS", "LOOP_KEYS", "METHOD_KEYS",
+           "CONFIG_KEYS", "projection_from_config", "create_from_config"]
 
 METHODS = ("safe", "safe_plus", "admm", "iht")
-_PROJECTION_KEYS = ("sparsity", "scope", "distribution", "importance",
-                    "overrides")
-_LOOP_KEYS = ("bn_recalibration_examples",)
-_ALLOWED = {
+PROJECTION_KEYS = ("sparsity", "scope", "distribution", "importance",
+                   "overrides", "rounding")
+LOOP_KEYS = ("bn_recalibration_examples",)
+# The keywords of each method's factory (beyond base, projection and
+# total_steps).
+METHOD_KEYS = {
     "safe": ("lam", "rho", "dual_period", "penalty_schedule",
+             "penalty_after_total", "importance_ema", "seed"),
+    "safe_plus": ("lam", "rho", "dual_period", "penalty_schedule",
+                  "penalty_after_total", "importance_ema", "seed"),
+    "admm": ("lam", "dual_period", "penalty_schedule", "penalty_after_total",
              "importance_ema", "seed"),
-    "admm": ("lam", "dual_period", "penalty_schedule", "importance_ema",
-             "seed"),
     "iht": ("rho", "period", "start_step", "importance_ema", "seed"),
 }
-_ALLOWED["safe_plus"] = _ALLOWED["safe"]
+# Every key of config.safe but name (the trainer's config schema).
+CONFIG_KEYS = tuple(dict.fromkeys(
+    (*PROJECTION_KEYS, *LOOP_KEYS,
+     *(k for keys in METHOD_KEYS.values() for k in keys))))
 
 
 def _as_dict(config: Any) -> dict[str, Any]:
@@ -49,9 +64,7 @@ def _as_dict(config: Any) -> dict[str, Any]:
 
 def _name(cfg: Mapping[str, Any]) -> str:
   name = cfg.get("name")
-  if name not in METHODS:
-    raise ValueError(f"Unknown SAFE-family method {name!r}; allowed: "
-                     f"{', '.join(METHODS)}.")
+  validation.check_choice("SAFE-family method", name, METHODS)
   return name
 
 
@@ -59,7 +72,7 @@ def projection_from_config(config: Mapping[str, Any]) -> Projection:
   """The :class:`Projection` the config describes."""
   cfg = _as_dict(config)
   name = _name(cfg)
-  kwargs = {k: cfg[k] for k in _PROJECTION_KEYS if k in cfg}
+  kwargs = {k: cfg[k] for k in PROJECTION_KEYS if k in cfg}
   if name == "safe_plus":
     kwargs.setdefault("importance", "activation")
   if kwargs.get("overrides") is not None:
@@ -80,13 +93,13 @@ def create_from_config(config: Mapping[str, Any],
   name = _name(cfg)
   if cfg.get("seed") is None:
     cfg.pop("seed", None)
-    if seed is not None and "seed" in _ALLOWED[name]:
+    if seed is not None and "seed" in METHOD_KEYS[name]:
       cfg["seed"] = seed
   rest = {k: v for k, v in cfg.items()
-          if k not in ("name", *_PROJECTION_KEYS, *_LOOP_KEYS)}
-  unknown = sorted(set(rest) - set(_ALLOWED[name]))
+          if k not in ("name", *PROJECTION_KEYS, *LOOP_KEYS)}
+  unknown = sorted(set(rest) - set(METHOD_KEYS[name]))
   if unknown:
-    allowed = sorted((*_ALLOWED[name], *_PROJECTION_KEYS, *_LOOP_KEYS))
+    allowed = sorted((*METHOD_KEYS[name], *PROJECTION_KEYS, *LOOP_KEYS))
     raise ValueError(f"Unknown keys {unknown} for {name!r}; allowed: "
                      f"{allowed}.")
   projection = projection_from_config(cfg)

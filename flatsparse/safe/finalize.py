@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-
+from flatsparse import tree_utils
 from flatsparse.safe.iht import IHTState
 from flatsparse.safe.projection import Projection
 from flatsparse.safe.safe import SafeState
@@ -18,9 +17,7 @@ _STATES = (SafeState, IHTState)
 def find_state(opt_state: Any) -> SafeState | IHTState:
   """The single SAFE/ADMM/IHT state inside a possibly nested optimizer state
   (chains, ``inject_hyperparams``, masked wrappers)."""
-  found = [s for s in jax.tree.leaves(
-      opt_state, is_leaf=lambda x: isinstance(x, _STATES))
-           if isinstance(s, _STATES)]
+  found = tree_utils.find_states(opt_state, _STATES)
   if len(found) != 1:
     raise ValueError(f"Expected one SafeState or IHTState in the optimizer "
                      f"state, found {len(found)}.")

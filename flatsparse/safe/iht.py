@@ -12,6 +12,9 @@ re-enter: masks are recomputed every projection, unlike gradual magnitude
 pruning. Updates are emitted so that ``optax.apply_updates`` lands pruned
 weights exactly on zero (``u' = where(m, u, -w)``).
 
+Dtypes: as :mod:`flatsparse.safe.safe` (the parameters' dtype, at least
+float32; float64 parameters compute in float64).
+
 References:
   Blumensath & Davies, "Iterative Thresholding for Sparse Approximations",
   J. Fourier Anal. Appl. 2008.
@@ -28,6 +31,8 @@ import jax.numpy as jnp
 import optax
 
 from flatsparse import rng
+from flatsparse import tree_utils
+from flatsparse import validation
 from flatsparse.safe import safe as safe_lib
 from flatsparse.safe.projection import Projection
 
@@ -49,6 +54,9 @@ def iht(base: optax.GradientTransformation, projection: Projection, *,
         ) -> optax.GradientTransformationExtraArgs:
   """IHT around ``base`` (see the module docstring).
 
+  Per step: ``w <- Proj(w + B(g~))`` on projection steps, ``w <- w + B(g~)``
+  otherwise, ``g~`` the SAM gradient (the plain one when ``rho = 0``).
+
   Args:
     base: the optimizer whose step is projected.
     projection: what ``Proj`` keeps (any scope and importance).
@@ -61,11 +69,13 @@ def iht(base: optax.GradientTransformation, projection: Projection, *,
 
   Returns:
     A transformation; ``value_fn`` is needed when ``rho > 0``.
+
+  References:
+    Jin et al., "Training Skinny Deep Neural Networks with Iterative Hard
+    Thresholding Methods", 2016.
   """
-  for name, value in (("period", period), ("start_step", start_step)):
-    if not isinstance(value, int) or value < (1 if name == "period" else 0):
-      raise ValueError(f"{name} must be an int >= "
-                       f"{1 if name == 'period' else 0}, got {value!r}.")
+  validation.check_count("period", period, 1)
+  validation.check_count("start_step", start_step, 0)
   safe_lib.check_hyperparameters(rho=rho, importance_ema=importance_ema)
   base = optax.with_extra_args_support(base)
 
@@ -77,13 +87,12 @@ def iht(base: optax.GradientTransformation, projection: Projection, *,
                     inner_state=base.init(params))
 
   def update_fn(updates, state, params=None, **extra):
-    if params is None:
-      raise ValueError("iht needs params: tx.update(grads, state, params).")
+    safe_lib.require_params("iht", params, rho, extra.get("value_fn"))
     importance = safe_lib.update_importance(
         projection, state.importance, params, updates, extra, importance_ema,
-        projecting=False)
+        projecting=False, transform="iht")
     sharp = safe_lib.sharp_gradient(updates, params, rho,
-                                    extra.get("value_fn"))
+                                    extra.get("value_fn"), transform="iht")
     steps, inner_state = base.update(sharp, state.inner_state, params,
                                      **extra)
 
@@ -92,12 +101,12 @@ def iht(base: optax.GradientTransformation, projection: Projection, *,
       key = jax.random.fold_in(state.key, state.count)
       stored = safe_lib.update_importance(
           projection, importance, new_params, updates, extra, importance_ema,
-          projecting=True, key=key)
+          projecting=True, key=key, transform="iht")
       masks = projection.masks(new_params, stored)
-      landed = jax.tree.map(
+      landed = tree_utils.map_masked(
           lambda m, s, w: s if m is None else jnp.where(
               m, s, (-w).astype(s.dtype)),
-          masks, steps, params, is_leaf=lambda x: x is None)
+          masks, steps, params)
       return landed, stored
 
     since = state.count - start_step

@@ -17,7 +17,24 @@ distribution: uniform or ERK), ``row`` (per output unit: the kernel's last
 axis; sparsity per leaf from the distribution) and ``'N:M'`` (e.g. ``'2:4'``:
 ``N`` of every ``M`` consecutive entries along the input axis). Counts are
 exact, computed by the bisection top-k of ``flatsparse.sparsity.masks``
-(no full sort).
+(no full sort); ties are broken by flat index, lower index kept.
+
+Kept count of a group of ``n`` entries at sparsity ``s`` (``rounding``):
+
+* ``'round'`` (default): ``n - round(s n)``, ``s n`` in float32, ties to
+  even (``flatsparse.sparsity.masks.num_to_keep``, as every pruner here).
+* ``'floor'``: ``n - floor(s n)``, the reference SAFE code's count (it prunes
+  ``int(s n)``), ``s n`` in Python float64 for a Python sparsity.
+
+The two differ by one weight, ``'round'`` keeping one fewer, where the
+fraction of ``s n`` exceeds 1/2, or equals 1/2 with ``floor(s n)`` odd
+(``s = 0.4, n = 14``: 8 kept against 9). N:M scopes keep exactly ``N``.
+
+Dtypes: scores and stored importances are computed in the leaf's dtype, at
+least float32 (``jnp.promote_types(dtype, float32)``): float32 for float32
+and bfloat16 leaves, float64 for float64 ones. The top-k compares scores in
+float32 (``flatsparse.sparsity.masks.ordered_key``), so float64 scores that
+round to the same float32 value are ranked as ties.
 
 References:
   Lee, Lee, Chung, Lee, "SAFE: Finding Sparse and Flat Minima to Improve
@@ -28,19 +45,52 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 import dataclasses
-from typing import Any, Callable, Mapping
+import math
+import numbers
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from flatsparse import tree_utils
+from flatsparse import validation
 from flatsparse.sparsity import distributions
 from flatsparse.sparsity import masks as masks_lib
 
-__all__ = ["IMPORTANCES", "SCOPES", "Projection", "importance_shape"]
+__all__ = ["IMPORTANCES", "SCOPES", "ROUNDINGS", "Projection",
+           "importance_shape", "num_to_keep"]
 
 IMPORTANCES = ("magnitude", "activation", "gradient", "hessian", "custom")
 SCOPES = ("global", "layer", "row", "N:M (e.g. '2:4')")
+ROUNDINGS = ("round", "floor")
+_SCOPES_TEXT = "'global', 'layer', 'row', 'N:M' (e.g. '2:4')"
+
+
+def num_to_keep(size: int, sparsity: Any, rounding: str = "round"
+                ) -> jax.Array:
+  """Entries kept of ``size`` at ``sparsity``, rounding ``s size`` as asked.
+
+  Args:
+    size: the number of entries compared.
+    sparsity: in [0, 1); a Python number, an array or a traced value.
+    rounding: ``'round'`` (``flatsparse.sparsity.masks.num_to_keep``) or
+      ``'floor'`` (``size - floor(s size)``, the reference SAFE code's count;
+      in Python arithmetic, float64 for a Python float, when ``sparsity`` is
+      a Python or NumPy number).
+
+  Returns:
+    An int32 scalar.
+  """
+  validation.check_choice("rounding", rounding, ROUNDINGS)
+  if rounding == "round":
+    return masks_lib.num_to_keep(size, sparsity)
+  if isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool):
+    return jnp.int32(size - math.floor(sparsity * size))
+  s = jnp.asarray(sparsity)
+  s = s.astype(jnp.promote_types(s.dtype, jnp.float32))
+  return jnp.int32(size) - jnp.floor(s * size).astype(jnp.int32)
 
 
 def importance_shape(shape: tuple[int, ...], importance: str,
@@ -71,6 +121,8 @@ class Projection:
     is_prunable: ``(path, leaf) -> bool``; default: ``ndim > 1``.
     input_axis: the kernel's input-feature axis (-2 for Dense ``(in, out)``
       and Conv ``(h, w, in, out)`` kernels).
+    rounding: how a sparsity becomes a kept count (see :func:`num_to_keep`):
+      ``'round'`` (default) or ``'floor'`` (the reference SAFE code).
   """
 
   sparsity: float | None = 0.9
@@ -80,18 +132,17 @@ class Projection:
   overrides: Mapping[str, float] | None = None
   is_prunable: Callable[[str, Any], bool] = distributions.default_is_prunable
   input_axis: int = -2
+  rounding: str = "round"
 
   def __post_init__(self):
-    if self.importance not in IMPORTANCES:
-      raise ValueError(f"Unknown importance {self.importance!r}; allowed: "
-                       f"{', '.join(IMPORTANCES)}.")
-    if self.distribution not in distributions.DISTRIBUTIONS:
-      raise ValueError(f"Unknown distribution {self.distribution!r}; allowed: "
-                       f"{', '.join(distributions.DISTRIBUTIONS)}.")
+    validation.check_choice("importance", self.importance, IMPORTANCES)
+    validation.check_choice("distribution", self.distribution,
+                            distributions.DISTRIBUTIONS)
+    validation.check_choice("rounding", self.rounding, ROUNDINGS)
     nm = self._nm()
     if nm is None and self.scope not in ("global", "layer", "row"):
       raise ValueError(f"Unknown scope {self.scope!r}; allowed: "
-                       f"{', '.join(SCOPES)}.")
+                       f"{_SCOPES_TEXT}.")
     if nm is not None:
       fixed = nm.fixed_sparsity()
       if self.sparsity is not None and not _close(self.sparsity, fixed):
@@ -116,7 +167,7 @@ class Projection:
       n, m = (int(p) for p in parts)
     except ValueError as e:
       raise ValueError(f"Bad N:M scope {self.scope!r}; allowed: "
-                       f"{', '.join(SCOPES)}.") from e
+                       f"{_SCOPES_TEXT}.") from e
     return masks_lib.NM(n, m, axis=self.input_axis)
 
   # Structure -----------------------------------------------------------------
@@ -145,13 +196,14 @@ class Projection:
       self.leaf_sparsities(params)  # validates overrides
 
   def init_importance(self, params: Any) -> Any:
-    """Params-like pytree of ones (stored shapes), ``None`` where unused."""
+    """Params-like pytree of ones (stored shapes, the leaves' dtypes at least
+    float32), ``None`` where unused."""
     if self.importance == "magnitude":
       return None
     return self.map_prunable(
         lambda path, w: jnp.ones(
             importance_shape(w.shape, self.importance, self.input_axis),
-            jnp.float32), params)
+            tree_utils.moment_dtype(w)), params)
 
   def normalize_importance(self, importance: Any, params: Any) -> Any:
     """Reshapes user importance leaves to the stored shapes, checking them."""
@@ -161,7 +213,7 @@ class Projection:
       if path not in flat or flat[path] is None:
         raise ValueError(f"Importance has no entry for prunable leaf "
                          f"{path!r}; it needs one per prunable leaf.")
-      value = jnp.asarray(flat[path], jnp.float32)
+      value = jnp.asarray(flat[path], tree_utils.moment_dtype(w))
       want = importance_shape(w.shape, self.importance, self.input_axis)
       if value.size == _prod(want):
         return value.reshape(want)
@@ -173,12 +225,13 @@ class Projection:
   # Projection ----------------------------------------------------------------
 
   def scores(self, tree: Any, importance: Any = None) -> Any:
-    """``sqrt(P) * |v|`` on prunable leaves (float32), ``None`` elsewhere."""
+    """``sqrt(P) * |v|`` on prunable leaves (in ``v``'s dtype, at least
+    float32), ``None`` elsewhere."""
     flat_p = ({} if importance is None else
               dict(_flat(importance, keep_none=True)))
 
     def score(path, v):
-      s = jnp.abs(v.astype(jnp.float32))
+      s = jnp.abs(v.astype(tree_utils.moment_dtype(v)))
       p = flat_p.get(path)
       return s if p is None else s * jnp.sqrt(jnp.maximum(p, 0.0))
     return self.map_prunable(score, tree)
@@ -194,17 +247,22 @@ class Projection:
     elif self.scope == "global":
       total = sum(s.size for s in leaves)
       chosen = masks_lib.topk_masks_global(
-          leaves, masks_lib.num_to_keep(total, self.sparsity))
+          leaves, self.num_to_keep(total, self.sparsity))
     else:
       sparsities = self.leaf_sparsities(tree)
       if self.scope == "layer":
-        chosen = masks_lib.masks_for_leaves(
-            masks_lib.Unstructured(), leaves,
-            [sparsities[p] for p in paths])
+        chosen = masks_lib.topk_masks(
+            leaves, [self.num_to_keep(s.size, sparsities[p])
+                     for p, s in zip(paths, leaves)])
       else:
-        chosen = [_row_mask(s, sparsities[p]) for p, s in zip(paths, leaves)]
+        chosen = [_row_mask(s, self.num_to_keep, sparsities[p])
+                  for p, s in zip(paths, leaves)]
     by_path = dict(zip(paths, chosen))
     return self.map_prunable(lambda path, _: by_path[path], tree)
+
+  def num_to_keep(self, size: int, sparsity: Any) -> jax.Array:
+    """Entries kept of a group of ``size`` (:func:`num_to_keep`)."""
+    return num_to_keep(size, sparsity, self.rounding)
 
   def project(self, tree: Any, importance: Any = None) -> tuple[Any, Any]:
     """``(Proj(tree), masks)``; non-prunable leaves pass through unchanged."""
@@ -227,11 +285,13 @@ class Projection:
     return self.map_prunable(lambda path, leaf: leaf, tree)
 
 
-def _row_mask(scores: jax.Array, sparsity: Any) -> jax.Array:
-  """Same count kept in every output unit (the last axis)."""
+def _row_mask(scores: jax.Array, keep_fn: Callable[[int, Any], jax.Array],
+              sparsity: Any) -> jax.Array:
+  """Same count, ``keep_fn(size, sparsity)``, kept in every output unit (the
+  last axis)."""
   rows = jnp.moveaxis(scores, -1, 0)
   flat = rows.reshape(rows.shape[0], -1)
-  keep = masks_lib.num_to_keep(flat.shape[1], sparsity)
+  keep = keep_fn(flat.shape[1], sparsity)
   mask = masks_lib.topk_mask_rows(flat, keep).reshape(rows.shape)
   return jnp.moveaxis(mask, 0, -1)
 
@@ -250,7 +310,5 @@ def _prod(shape: tuple[int, ...]) -> int:
 
 
 def _close(a: Any, b: float) -> bool:
-  try:
-    return abs(float(a) - b) < 1e-6
-  except (TypeError, jax.errors.ConcretizationTypeError):
-    return True
+  v = validation.concrete(a)
+  return v is None or abs(v - b) < 1e-6

@@ -5,7 +5,8 @@ Config keys (all optional except ``algorithm``)::
     algorithm          name in ALGORITHMS (or one added by register_algorithm)
     sparsity           target in [0, 1)
     dist_type          'uniform' | 'erk'
-    sparsity_type      'unstructured' | 'N:M' (e.g. '2:4') | 'block:RxC' | 'channel'
+    sparsity_type      'unstructured' | 'N:M' (e.g. '2:4') | 'block:RxC' |
+                       'channel'
     schedule           'no_update' | 'one_shot' | 'periodic' | 'polynomial'
     update_freq, update_start_step, update_end_step, initial_sparsity
                        (polynomial reads all four, periodic all but
@@ -23,14 +24,15 @@ Config keys (all optional except ``algorithm``)::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from flatsparse.sparsity import algorithms
 from flatsparse.sparsity import schedules
 from flatsparse.sparsity.updater import SparseUpdater
 
 __all__ = ["ALGORITHMS", "register_algorithm", "create_updater_from_config",
-           "SCHEDULES"]
+           "SCHEDULES", "CONFIG_KEYS"]
 
 ALGORITHMS: dict[str, Callable[..., SparseUpdater]] = {
     "no_prune": algorithms.no_pruning,
@@ -56,6 +58,8 @@ _RENAMED = {"dist_type": "distribution", "sparsity_type": "structure"}
 _PASSED = ("sparsity", "overrides", "mask_storage", "seed", "drop_fraction",
            "drop_fraction_end_step", "warmup_steps", "sparse_steps",
            "dense_steps", "final_sparse_step")
+# Every key create_updater_from_config accepts besides ``algorithm``.
+CONFIG_KEYS = ("schedule", *_SCHEDULE_KEYS, *_RENAMED, *_PASSED)
 
 
 def register_algorithm(name: str, factory: Callable[..., SparseUpdater],
@@ -89,7 +93,8 @@ def _schedule(kind: str, cfg: Mapping[str, Any]) -> schedules.Schedule:
     return schedules.Periodic(**args)
   if kind == "polynomial":
     return schedules.Polynomial(**args)
-  raise ValueError(f"Unknown schedule {kind!r}; allowed: {', '.join(SCHEDULES)}.")
+  raise ValueError(
+      f"Unknown schedule {kind!r}; allowed: {', '.join(SCHEDULES)}.")
 
 
 def create_updater_from_config(config: Mapping[str, Any], *,
@@ -114,7 +119,7 @@ def create_updater_from_config(config: Mapping[str, Any], *,
   if name not in ALGORITHMS:
     raise ValueError(f"Unknown sparsity algorithm {name!r}; allowed: "
                      f"{', '.join(ALGORITHMS)}.")
-  allowed = set(_PASSED) | set(_RENAMED) | set(_SCHEDULE_KEYS) | {"schedule"}
+  allowed = set(CONFIG_KEYS)
   unknown = sorted(set(cfg) - allowed)
   if unknown:
     raise ValueError(f"Unknown sparsity config keys {unknown}; allowed: "

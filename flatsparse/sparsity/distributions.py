@@ -19,7 +19,8 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -105,8 +106,10 @@ def erk_sparsities(shapes: Mapping[str, tuple[int, ...]], sparsity: float,
   raw = {k: (sum(s) / np.prod(s)) ** power for k, s in shapes.items()}
   dense: set[str] = set()
   while True:
-    # Budget of kept weights for the non-dense leaves, after dense ones took theirs.
-    rhs = sum((1 - sparsity) * sizes[k] if k not in dense else -sparsity * sizes[k]
+    # Budget of kept weights for the non-dense leaves, after dense ones took
+    # theirs.
+    rhs = sum((1 - sparsity) * sizes[k] if k not in dense
+              else -sparsity * sizes[k]
               for k in shapes)
     divisor = sum(raw[k] * sizes[k] for k in shapes if k not in dense)
     if divisor == 0:

@@ -4,22 +4,24 @@ A mask keeps the ``k`` largest scores of a leaf. Instead of a full sort (what
 JaxPruner's ``argsort`` top-k does, 25x a dense step on CPU), the k-th largest
 score is found by bisection on its 32-bit pattern: after mapping float32 to an
 order-preserving uint32 key, 32 counting passes fix the threshold bit by bit.
-Ties at the threshold are broken by flat index (lower index kept first), so every
-leaf hits its exact target count, and the result is deterministic.
+Ties at the threshold are broken by flat index (lower index kept first), so
+every leaf hits its exact target count, and the result is deterministic.
 
 Structures (which entries are pruned together):
 
 * ``Unstructured()``: any entry.
-* ``NM(n, m, axis)``: keep ``n`` of every ``m`` consecutive entries along ``axis``.
-* ``Block(shape)``: blocks over the last ``len(shape)`` axes, scored by their sum.
+* ``NM(n, m, axis)``: keep ``n`` of every ``m`` consecutive entries along
+  ``axis``.
+* ``Block(shape)``: blocks over the last ``len(shape)`` axes, scored by their
+  sum.
 * ``Channel(axis)``: whole slices along ``axis`` (default: the output axis, -1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import math
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -200,14 +202,17 @@ def topk_mask_rows(scores: Array, k: Array | int) -> Array:
 
 
 def num_to_keep(size: int, sparsity: Array | float) -> Array:
-  """Entries to keep for a target sparsity: ``size - round(sparsity * size)``."""
-  pruned = jnp.round(jnp.asarray(sparsity, jnp.float32) * size).astype(jnp.int32)
+  """Entries to keep for a target sparsity:
+  ``size - round(sparsity * size)``."""
+  pruned = jnp.round(
+      jnp.asarray(sparsity, jnp.float32) * size).astype(jnp.int32)
   return jnp.int32(size) - pruned
 
 
 def _normalize_axis(axis: int, ndim: int, what: str) -> int:
   if not -ndim <= axis < ndim:
-    raise ValueError(f"{what}: axis {axis} is out of range for a {ndim}-d leaf.")
+    raise ValueError(
+        f"{what}: axis {axis} is out of range for a {ndim}-d leaf.")
   return axis % ndim
 
 
@@ -255,8 +260,8 @@ class NM:
     if shape[axis] % self.m:
       raise ValueError(
           f"N:M {self.n}:{self.m} on {path!r}: m={self.m} does not divide axis "
-          f"{self.axis} of size {shape[axis]} (shape {shape}). Choose m among the "
-          f"divisors of {shape[axis]} or exclude the leaf.")
+          f"{self.axis} of size {shape[axis]} (shape {shape}). Choose m "
+          f"among the divisors of {shape[axis]} or exclude the leaf.")
 
   def fixed_sparsity(self) -> float | None:
     return 1.0 - self.n / self.m
@@ -265,7 +270,8 @@ class NM:
     axis = self.axis % scores.ndim
     moved = jnp.moveaxis(scores, axis, -1)
     groups = ordered_key(moved).reshape(*moved.shape[:-1], -1, self.m)
-    # Rank inside each group: number of entries that beat it (ties: lower index).
+    # Rank inside each group: number of entries that beat it (ties: lower
+    # index).
     a, b = groups[..., :, None], groups[..., None, :]
     index = jnp.arange(self.m)
     beats = (b > a) | ((b == a) & (index[None, :] < index[:, None]))
@@ -285,7 +291,8 @@ class Block:
   def __post_init__(self):
     if not self.shape or any((not isinstance(b, int)) or b < 1
                              for b in self.shape):
-      raise ValueError(f"Block shape must be positive ints, got {self.shape!r}.")
+      raise ValueError(
+          f"Block shape must be positive ints, got {self.shape!r}.")
 
   def check(self, shape: tuple[int, ...], path: str) -> None:
     trailing = shape[len(shape) - len(self.shape):]
@@ -381,7 +388,8 @@ def parse_structure(spec: str | Structure | None) -> Structure:
       if len(parts) == 2:
         return NM(int(parts[0]), int(parts[1]))
     except ValueError as e:
-      raise ValueError(f"Bad structure {spec!r}: {e} Allowed: {allowed}.") from e
+      raise ValueError(
+          f"Bad structure {spec!r}: {e} Allowed: {allowed}.") from e
   raise ValueError(f"Unknown structure {spec!r}; allowed: {allowed}.")
 
 

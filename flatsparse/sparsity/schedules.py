@@ -26,6 +26,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from flatsparse import validation
+
 __all__ = [
     "Schedule",
     "NoUpdate",
@@ -39,8 +41,8 @@ Array = jax.Array
 
 
 def _check_int(name: str, value: int | None, low: int) -> None:
-  if value is not None and (not isinstance(value, int) or value < low):
-    raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+  if value is not None:
+    validation.check_count(name, value, low)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,14 +131,16 @@ class Polynomial(Periodic):
     span = self.update_end_step - self.update_start_step
     progress = jnp.clip((step - self.update_start_step) / span, 0.0, 1.0)
     target = jnp.asarray(target, jnp.float32)
-    return target + (self.initial_sparsity - target) * (1.0 - progress) ** self.power
+    return target + ((self.initial_sparsity - target)
+                     * (1.0 - progress) ** self.power)
 
 
 Schedule = NoUpdate | OneShot | Periodic | Polynomial
 
 
 def cosine_drop_fraction(initial_fraction: float = 0.3, end_step: int = 1000):
-  """RigL/SET drop fraction ``f_t = f_0 / 2 * (1 + cos(pi * min(t, T) / T))``."""
+  """RigL/SET drop fraction
+  ``f_t = f_0 / 2 * (1 + cos(pi * min(t, T) / T))``."""
   if not 0.0 <= initial_fraction <= 1.0:
     raise ValueError(
         f"initial_fraction must be in [0, 1], got {initial_fraction!r}.")

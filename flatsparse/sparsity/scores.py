@@ -1,4 +1,5 @@
-"""Importance scores: larger means keep. Pure functions of (weights, grads, key).
+"""Importance scores: larger means keep. Pure functions of (weights, grads,
+key).
 
 References:
   Han et al., "Learning both Weights and Connections", NeurIPS 2015 (magnitude).
@@ -7,7 +8,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -42,8 +42,9 @@ Host-scheduled mask updates: on GPUs, XLA's conditional reads its predicate on
 the host every step. A training loop that knows the step on the host can pass
 ``mask_update=bool(updater.is_update_step(t))`` as an extra argument (a static
 argument of its jitted step): two compiled steps, no conditional in either. The
-counter still ticks, and results equal the ``lax.cond`` path. ``flatsparse.train``
-does this by default off the CPU (``config.host_mask_schedule``).
+counter still ticks, and results equal the ``lax.cond`` path.
+``flatsparse.train`` does this by default off the CPU
+(``config.host_mask_schedule``).
 
 References:
   Lee et al., "JaxPruner: A concise library for sparsity research", CPAL 2024.
@@ -51,9 +52,10 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 import dataclasses
+from typing import Any, ClassVar, NamedTuple
 import warnings
-from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,10 +63,13 @@ import numpy as np
 import optax
 
 from flatsparse import rng
+from flatsparse import tree_utils
 from flatsparse.sparsity import distributions
 from flatsparse.sparsity import masks as masks_lib
 from flatsparse.sparsity import schedules
 from flatsparse.sparsity import scores as scores_lib
+from flatsparse.tree_utils import is_none
+from flatsparse.tree_utils import map_masked
 
 __all__ = [
     "SparseState",
@@ -81,7 +86,6 @@ __all__ = [
 ]
 
 Array = jax.Array
-_is_none = lambda x: x is None  # noqa: E731
 
 
 class SparseState(NamedTuple):
@@ -103,11 +107,6 @@ class SparseState(NamedTuple):
   key: Array
 
 
-def _map_masked(fn: Callable[..., Any], masks: Any, *trees: Any) -> Any:
-  """``tree_map`` over masks (``None`` = dense leaf) and matching trees."""
-  return jax.tree.map(fn, masks, *trees, is_leaf=_is_none)
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SparseUpdater:
   """Prune-by-score updater; algorithms subclass it.
@@ -118,8 +117,8 @@ class SparseUpdater:
     overrides: ``{leaf path: sparsity}`` fixed per leaf.
     is_prunable: ``(path, leaf) -> bool``; default: floating-point leaves
       with ``ndim > 1`` (``distributions.default_is_prunable``).
-    structure: ``'unstructured'``, ``'2:4'``, ``'block:4x4'``, ``'channel'`` or a
-      structure from ``masks``.
+    structure: ``'unstructured'``, ``'2:4'``, ``'block:4x4'``, ``'channel'``
+      or a structure from ``masks``.
     schedule: when and to what sparsity masks are updated.
     score: ``'magnitude'``, ``'random'``, ``'saliency'`` or a callable
       ``(weights, grads, key) -> scores``.
@@ -224,14 +223,14 @@ class SparseUpdater:
   def init_masks(self, params: Any, key: Array) -> Any:
     """Masks before the first step: dense (all ones) for prune-by-score."""
     del key
-    return _map_masked(
+    return map_masked(
         lambda t, p: None if t is None else jnp.ones_like(p, dtype=bool),
         self._targets_tree(params), params)
 
   def _scores(self, weights: Any, grads: Any, old: Any, key: Array) -> Any:
     """Scores; inactive weights rank last unless the updater is STE."""
     score_fn = scores_lib.get_score(self.score)
-    leaves = jax.tree.leaves(old, is_leaf=_is_none)
+    leaves = jax.tree.leaves(old, is_leaf=is_none)
     keys = iter(jax.random.split(key, max(len(leaves), 1)))
 
     def one(m, w, g):
@@ -239,20 +238,20 @@ class SparseUpdater:
         return None
       s = score_fn(w, g, next(keys)).astype(jnp.float32)
       return s if self.ste else jnp.where(m, s, -jnp.inf)
-    return _map_masked(one, old, weights, grads)
+    return map_masked(one, old, weights, grads)
 
   def new_masks(self, weights: Any, grads: Any, old: Any, step: Array,
                 key: Array) -> Any:
     """Masks at an update step, every leaf at its scheduled sparsity."""
     scores = self._scores(weights, grads, old, key)
     targets = self._targets_tree(weights)
-    return self._masks_at(scores, _map_masked(
+    return self._masks_at(scores, map_masked(
         lambda t: None if t is None else self.schedule.sparsity(step, t),
         targets))
 
   def _masks_at(self, scores: Any, sparsities: Any) -> Any:
     """Masks from score and sparsity trees (None = dense), one joint top-k."""
-    flat, treedef = jax.tree.flatten(sparsities, is_leaf=_is_none)
+    flat, treedef = jax.tree.flatten(sparsities, is_leaf=is_none)
     score_leaves = treedef.flatten_up_to(scores)
     idx = [i for i, t in enumerate(flat) if t is not None]
     chosen = masks_lib.masks_for_leaves(
@@ -266,16 +265,16 @@ class SparseUpdater:
 
   def _store(self, masks: Any) -> Any:
     if self.mask_storage == "packed":
-      return _map_masked(lambda m: None if m is None else
+      return map_masked(lambda m: None if m is None else
                          masks_lib.pack_mask(m), masks)
-    return _map_masked(lambda m: None if m is None else m.astype(jnp.uint8),
+    return map_masked(lambda m: None if m is None else m.astype(jnp.uint8),
                        masks)
 
   def _load(self, stored: Any, params: Any) -> Any:
     if self.mask_storage == "packed":
-      return _map_masked(lambda m, p: None if m is None else
+      return map_masked(lambda m, p: None if m is None else
                          masks_lib.unpack_mask(m, p.shape), stored, params)
-    return _map_masked(lambda m: None if m is None else m.astype(bool), stored)
+    return map_masked(lambda m: None if m is None else m.astype(bool), stored)
 
   # ---- the transformation -------------------------------------------------
 
@@ -286,7 +285,7 @@ class SparseUpdater:
 
     def init_fn(params):
       key = rng.base_key(self.seed)
-      masks = _map_masked(lambda m, p: None if m is None else _place_like(m, p),
+      masks = map_masked(lambda m, p: None if m is None else _place_like(m, p),
                           self.init_masks(params, key), params)
       return SparseState(inner_state=inner.init(params),
                          masks=self._store(masks),
@@ -327,7 +326,7 @@ class SparseUpdater:
         stored = refresh(state.masks) if mask_update else state.masks
       new = self._load(stored, params)
       if self.regrows and self.reset_moments_on_grow:
-        grown = _map_masked(
+        grown = map_masked(
             lambda m0, m1: None if m0 is None else m1 & ~m0, old, new)
         inner_state = reset_where_grown(inner_state, grown, params)
       if self.ste:
@@ -337,14 +336,14 @@ class SparseUpdater:
         # Regrown weights (m1 & ~m0) start at 0; without regrowth m1 alone
         # suffices, and not reading the old masks after the cond lets XLA
         # reuse their buffer instead of copying it every step.
-        keep = (_map_masked(lambda m0, m1: None if m0 is None else m0 & m1,
+        keep = (map_masked(lambda m0, m1: None if m0 is None else m0 & m1,
                             old, new) if self.regrows else new)
-        final_updates = _map_masked(
+        final_updates = map_masked(
             lambda m, p, u: u if m is None else
             jnp.where(m, u, -p.astype(u.dtype)), keep, params, inner_updates)
       return final_updates, SparseState(
-          inner_state=inner_state, masks=stored, count=state.count + 1,
-          key=state.key)
+          inner_state=inner_state, masks=stored,
+          count=optax.safe_int32_increment(state.count), key=state.key)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -360,7 +359,7 @@ class SparseUpdater:
     key = rng.base_key(self.seed) if key is None else key
     targets = self._targets_tree(params)
     grads = jax.tree.map(lambda _: None, params) if grads is None else grads
-    dense = _map_masked(lambda t, p: None if t is None else
+    dense = map_masked(lambda t, p: None if t is None else
                         jnp.ones_like(p, dtype=bool), targets, params)
     scores = self._scores(params, grads, dense, key)
     new = self._masks_at(scores, targets)
@@ -376,7 +375,7 @@ def _place_like(x: Array, like: Any) -> Array:
 
 def apply_masks(params: Any, masks: Any) -> Any:
   """``params * mask`` on masked leaves (dense leaves unchanged)."""
-  return _map_masked(lambda m, p: p if m is None else p * m.astype(p.dtype),
+  return map_masked(lambda m, p: p if m is None else p * m.astype(p.dtype),
                      masks, params)
 
 
@@ -401,7 +400,7 @@ def reset_where_grown(inner_state: Any, grown: Any, params: Any) -> Any:
   def reset(node):
     if not is_moment(node):
       return node
-    return _map_masked(
+    return map_masked(
         lambda g, x: x if g is None else jnp.where(g, jnp.zeros_like(x), x),
         grown, node)
 
@@ -410,9 +409,7 @@ def reset_where_grown(inner_state: Any, grown: Any, params: Any) -> Any:
 
 def find_sparse_state(opt_state: Any) -> SparseState:
   """The (first) :class:`SparseState` inside any optimizer state."""
-  found = [s for s in jax.tree.leaves(
-      opt_state, is_leaf=lambda x: isinstance(x, SparseState))
-           if isinstance(s, SparseState)]
+  found = tree_utils.find_states(opt_state, SparseState)
   if not found:
     raise ValueError("No SparseState in this optimizer state: was the "
                      "optimizer built with a sparsity updater's wrap()?")
@@ -422,7 +419,7 @@ def find_sparse_state(opt_state: Any) -> SparseState:
 def get_masks(opt_state: Any, params: Any) -> Any:
   """Bool masks (``None`` for dense leaves) from an optimizer state."""
   stored = find_sparse_state(opt_state).masks
-  return _map_masked(
+  return map_masked(
       lambda m, p: None if m is None else (
           masks_lib.unpack_mask(m, p.shape) if m.shape != p.shape
           else m.astype(bool)), stored, params)
@@ -467,7 +464,7 @@ def check_sparse(params: Any, opt_state: Any, *,
       np.asarray(jax.device_get(state.count)) > 0):
     return {}
   masks, params = jax.device_get((get_masks(opt_state, params), params))
-  flat, treedef = jax.tree_util.tree_flatten_with_path(masks, is_leaf=_is_none)
+  flat, treedef = jax.tree_util.tree_flatten_with_path(masks, is_leaf=is_none)
   bad = {}
   for (path, m), p in zip(flat, treedef.flatten_up_to(params)):
     if m is None:
@@ -499,7 +496,7 @@ def masked_params(params: Any, opt_state: Any) -> Any:
   the dense weights train; for the others it is a no-op on values.
   """
   masks = get_masks(opt_state, params)
-  return _map_masked(
+  return map_masked(
       lambda m, p: p if m is None else
       p + jax.lax.stop_gradient(p * m.astype(p.dtype) - p), masks, params)
 

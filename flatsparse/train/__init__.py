@@ -1,5 +1,7 @@
 """Training platform: state, generic steps, checkpoints, metrics, the loop."""
 
+from flatsparse.train import config_schema
+from flatsparse.train import faults
 from flatsparse.train.batch_norm import recalibrate_batch_stats
 from flatsparse.train.builders import build_model
 from flatsparse.train.builders import build_optimizer
@@ -8,9 +10,7 @@ from flatsparse.train.builders import OPTIMIZERS
 from flatsparse.train.builders import register_model
 from flatsparse.train.builders import register_optimizer
 from flatsparse.train.checkpoint import Checkpointer
-from flatsparse.train import config_schema
 from flatsparse.train.config_schema import complete as complete_config
-from flatsparse.train import faults
 from flatsparse.train.faults import NonFiniteLossError
 from flatsparse.train.faults import Preempted
 from flatsparse.train.loop import train_and_evaluate
@@ -26,7 +26,8 @@ from flatsparse.train.step import make_eval_step
 from flatsparse.train.step import make_train_step
 
 __all__ = [
-    "recalibrate_batch_stats", "build_model", "build_optimizer", "MODELS", "OPTIMIZERS",
+    "recalibrate_batch_stats", "build_model", "build_optimizer", "MODELS",
+    "OPTIMIZERS",
     "register_model", "register_optimizer", "Checkpointer", "config_schema",
     "complete_config", "faults", "NonFiniteLossError", "Preempted",
     "train_and_evaluate", "validate_config", "MetricWriter", "Progress",

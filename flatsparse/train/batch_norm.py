@@ -13,7 +13,8 @@ determine the batch statistic ``b`` exactly.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import flax.linen as nn
 import jax

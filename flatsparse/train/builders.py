@@ -4,7 +4,8 @@
 model class (``num_classes`` is filled from the dataset). ``config.optimizer``:
 ``name`` (one of ``OPTIMIZERS``), ``learning_rate``, ``schedule``
 (``constant``, ``cosine``, ``warmup_cosine``), ``warmup_steps`` and the
-optimizer's own keywords (``momentum``, ``nesterov``, ``weight_decay``, ``b1``...).
+optimizer's own keywords (``momentum``, ``nesterov``, ``weight_decay``,
+``b1``...).
 ``config.flatness`` (optional): ``name`` (one of ``FLATNESS``, e.g. ``sam``)
 and its keywords; it goes first in the chain. ``config.sparsity`` (optional):
 a ``flatsparse.sparsity`` config; the wrapper goes outermost.
@@ -19,9 +20,9 @@ register their transforms with :func:`register_optimizer`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
-
+from collections.abc import Callable, Mapping
 import inspect
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -83,23 +84,39 @@ def _as_dict(config: Any) -> dict[str, Any]:
   return dict(config.to_dict() if hasattr(config, "to_dict") else config)
 
 
-def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
-  """Makes ``config.model.name = name`` build ``factory(**kwargs)``."""
-  MODELS[name] = factory
+def _register(registry: dict[str, Any], kind: str, name: str, factory: Any,
+              overwrite: bool) -> None:
+  if not callable(factory):
+    raise TypeError(f"The {kind} factory for {name!r} must be callable, got "
+                    f"{factory!r}.")
+  if name in registry and not overwrite:
+    raise ValueError(f"{kind.capitalize()} {name!r} is already registered; "
+                     "pass overwrite=True to replace it.")
+  registry[name] = factory
+
+
+def register_model(name: str, factory: Callable[..., nn.Module], *,
+                   overwrite: bool = False) -> None:
+  """Makes ``config.model.name = name`` build ``factory(num_classes=...,
+  **kwargs)``; its keyword names become the section's config keys."""
+  _register(MODELS, "model", name, factory, overwrite)
 
 
 def register_optimizer(name: str,
-                       factory: Callable[..., optax.GradientTransformation]
-                       ) -> None:
-  """Makes ``config.optimizer.name = name`` build ``factory(lr, **kwargs)``."""
-  OPTIMIZERS[name] = factory
+                       factory: Callable[..., optax.GradientTransformation],
+                       *, overwrite: bool = False) -> None:
+  """Makes ``config.optimizer.name = name`` build ``factory(lr, **kwargs)``
+  (``lr`` a float or an optax schedule); its keyword names become the
+  section's config keys."""
+  _register(OPTIMIZERS, "optimizer", name, factory, overwrite)
 
 
 def build_model(config: Mapping[str, Any], num_classes: int) -> nn.Module:
   """``MODELS[config.name](num_classes=..., **rest)`` with clear errors."""
   cfg = _as_dict(config)
   if "name" not in cfg:
-    raise ValueError(f"config.model needs 'name'; allowed: {', '.join(MODELS)}.")
+    raise ValueError(
+        f"config.model needs 'name'; allowed: {', '.join(MODELS)}.")
   name = cfg.pop("name")
   if name not in MODELS:
     raise ValueError(f"Unknown model {name!r}; allowed: {', '.join(MODELS)}.")
@@ -128,7 +145,7 @@ def build_learning_rate(config: Mapping[str, Any],
 
 
 def build_flatness(config: Mapping[str, Any]) -> optax.GradientTransformation:
-  """``FLATNESS[config.name](**rest)``, e.g. ``{'name': 'sam', 'rho': 0.05}``."""
+  """``FLATNESS[config.name](**rest)``, e.g. ``name='sam', rho=0.05``."""
   cfg = _as_dict(config)
   name = cfg.pop("name", None)
   if name not in FLATNESS:

@@ -41,6 +41,7 @@ NamedTuples and ``flax.struct`` dataclasses come back as the same types when
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import contextlib
 import gc
 import inspect
@@ -49,12 +50,12 @@ import logging as pylogging
 import numbers
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 import numpy as np
-from etils import epath
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_policies
 
@@ -480,7 +481,7 @@ class Checkpointer:
     """Waits for pending saves and releases orbax's threads."""
     self._manager.close()
 
-  def __enter__(self) -> "Checkpointer":
+  def __enter__(self) -> Checkpointer:
     return self
 
   def __exit__(self, *exc_info) -> None:

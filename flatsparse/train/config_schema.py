@@ -28,10 +28,11 @@ a completed config trains exactly as the config it completes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 import dataclasses
 import difflib
 import inspect
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 __all__ = ["SECTIONS", "REQUIRED_SECTION_KEYS", "section_schema", "complete",
            "drop_unset", "minimal", "closest", "unknown_keys_message"]
@@ -74,21 +75,18 @@ def _keywords(factory: Callable[..., Any], skip: Iterable[str]
           and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-# pylint: disable=protected-access,g-import-not-at-top
+# pylint: disable=g-import-not-at-top
 def _sparsity_keys() -> list[str]:
   """The keys create_updater_from_config accepts (its module docstring)."""
   from flatsparse.sparsity import config as sc
-  return ["schedule", *sc._SCHEDULE_KEYS, *sc._RENAMED, *sc._PASSED]
+  return list(sc.CONFIG_KEYS)
 
 
 def _safe_keys() -> list[str]:
   """The keys create_from_config accepts for some method (its docstring)."""
   from flatsparse.safe import config as sc
-  keys = [*sc._PROJECTION_KEYS, *sc._LOOP_KEYS]
-  for allowed in sc._ALLOWED.values():
-    keys += [k for k in allowed if k not in keys]
-  return keys
-# pylint: enable=protected-access,g-import-not-at-top
+  return list(sc.CONFIG_KEYS)
+# pylint: enable=g-import-not-at-top
 
 
 def section_schema(section: str, values: Mapping[str, Any] | None = None

@@ -125,7 +125,7 @@ class StopSignals:
     self.signum: int | None = None
     self._previous: dict[int, Any] = {}
 
-  def __enter__(self) -> "StopSignals":
+  def __enter__(self) -> StopSignals:
     if (threading.current_thread() is threading.main_thread()
         and jax.process_count() == 1):
       for signum in self.SIGNALS:

@@ -19,13 +19,16 @@ the new config is refused unless ``allow_config_change=True``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from absl import logging
 import jax
 import jax.numpy as jnp
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from flatsparse import data
@@ -46,7 +49,8 @@ NonFiniteLossError = faults.NonFiniteLossError
 Preempted = faults.Preempted
 
 __all__ = ["REQUIRED_KEYS", "OPTIONAL_KEYS", "validate_config",
-           "train_and_evaluate", "evaluate", "make_loader", "Preempted",
+           "train_and_evaluate", "evaluate", "make_loader", "data_mesh",
+           "place_batch", "Preempted",
            "NonFiniteLossError", "NONFINITE_LAG"]
 
 REQUIRED_KEYS = ("dataset", "model", "optimizer", "steps", "batch_size")
@@ -119,8 +123,8 @@ def _mask_update_flags(cfg: Mapping[str, Any], state: state_lib.TrainState,
   return builders.host_mask_schedule(cfg["sparsity"], cfg["steps"])
 
 
-def _mesh(enabled: bool, batch_size: int) -> jax.sharding.Mesh | None:
-  """A 1-d data mesh over all devices, or None on one device."""
+def data_mesh(enabled: bool, batch_size: int) -> jax.sharding.Mesh | None:
+  """A 1-d ``"data"`` mesh over all devices, or None on one device."""
   n = jax.device_count()
   if not enabled or n == 1:
     return None
@@ -131,11 +135,14 @@ def _mesh(enabled: bool, batch_size: int) -> jax.sharding.Mesh | None:
   return jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,))
 
 
-def _place(batch: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+def place_batch(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh | None
+                ) -> dict[str, jax.Array]:
+  """The batch on the default device, or split over ``mesh``'s data axis by
+  ``data.shard_batch`` (the multi-host path: each process supplies the
+  shards of its own devices)."""
   if mesh is None:
     return {k: jnp.asarray(v) for k, v in batch.items()}
-  return {k: jax.device_put(v, NamedSharding(mesh, P("data")))
-          for k, v in batch.items()}
+  return data.shard_batch(batch, data.data_sharding(mesh))
 
 
 _NOISE_KEYS = ("label_noise", "noise_kind", "noise_seed", "noise_pairs")
@@ -170,7 +177,7 @@ def evaluate(eval_step, state: state_lib.TrainState,
   """Exact accuracy and loss over padded eval batches."""
   sums = {"correct": 0.0, "loss_sum": 0.0, "count": 0.0}
   for batch in batches:
-    out = jax.device_get(eval_step(state, _place(batch, mesh)))
+    out = jax.device_get(eval_step(state, place_batch(batch, mesh)))
     for k in sums:
       sums[k] += float(out[k])
   return {"accuracy": sums["correct"] / sums["count"],
@@ -242,7 +249,8 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
                         ) -> dict[str, float] | tuple[dict[str, float], Any]:
   cfg = validate_config(config)
   os.makedirs(workdir, exist_ok=True)
-  config_changes = faults.check_config_change(workdir, config, allow_config_change)
+  config_changes = faults.check_config_change(workdir, config,
+                                              allow_config_change)
   writer = metrics_lib.MetricWriter(workdir)
   loader, sample = make_loader(cfg["dataset"], cfg["batch_size"])
   model = builders.build_model(cfg["model"], loader.num_classes)
@@ -265,7 +273,7 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
                     "previous one is kept as %s.", workdir, start,
                     ", ".join(key for key, _, _ in config_changes), kept)
   writer.write_config(config)
-  mesh = _mesh(cfg["data_parallel"], cfg["batch_size"])
+  mesh = data_mesh(cfg["data_parallel"], cfg["batch_size"])
   eval_batch_size = cfg["eval_batch_size"]
   if mesh is not None:
     state = jax.device_put(state, NamedSharding(mesh, P()))
@@ -300,7 +308,8 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
   for step in range(start + 1, cfg["steps"] + 1):
     options = ({} if mask_updates is None else
                {"mask_update": bool(mask_updates[step - 1])})
-    state, metrics = train_step(state, _place(next(batches), mesh), **options)
+    state, metrics = train_step(state, place_batch(next(batches), mesh),
+                                **options)
     stop_if_non_finite(non_finite.update(step, metrics["loss"]), step)
     last = step == cfg["steps"]
     if step % cfg["log_every"] == 0 or last or step % cfg[

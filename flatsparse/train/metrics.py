@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 import json
 import math
 import numbers
@@ -33,7 +34,7 @@ import os
 import struct
 import sys
 import time
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from absl import logging
 import jax
@@ -217,7 +218,7 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
 
-  def __enter__(self) -> "MetricWriter":
+  def __enter__(self) -> MetricWriter:
     return self
 
   def __exit__(self, *exc_info) -> None:
@@ -433,7 +434,8 @@ def _format_duration(secs: float) -> str:
 
 
 class Progress:
-  """Reports ``step/total, steps/s, ETA`` every ``every_steps`` steps or seconds.
+  """Reports ``step/total, steps/s, ETA`` every ``every_steps`` steps or
+  seconds.
 
   The rate is measured over the steps since the previous report, and the
   first ``update`` only starts the clock, so compilation time before it does

@@ -37,9 +37,9 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import functools
-import numbers
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -48,15 +48,16 @@ import optax
 
 from flatsparse import safe
 from flatsparse import sparsity
+from flatsparse import validation
 from flatsparse.flatness import curvature
 from flatsparse.train.state import TrainState
 
-__all__ = ["sharpness", "METHODS"]
+__all__ = ["sharpness", "METHODS", "eval_loss", "measure"]
 
 METHODS = ("power", "lanczos")
 
 
-def _eval_loss(model: nn.Module, params: Any, batch_stats: Any,
+def eval_loss(model: nn.Module, params: Any, batch_stats: Any,
                images: jax.Array, labels: jax.Array,
                weights: jax.Array) -> jax.Array:
   """Weighted mean cross-entropy in eval mode (a pure function of params)."""
@@ -73,12 +74,16 @@ def _eval_loss(model: nn.Module, params: Any, batch_stats: Any,
 @functools.partial(jax.jit, static_argnames=(
     "model", "num_probes", "iters", "max_order", "method", "probe",
     "unroll"))
-def _measure(params: Any, batch_stats: Any, masks: Any, images: jax.Array,
+def measure(params: Any, batch_stats: Any, masks: Any, images: jax.Array,
              labels: jax.Array, weights: jax.Array, key: jax.Array, *,
              model: nn.Module, num_probes: int, iters: int, max_order: int,
              method: str, probe: str, unroll: int | bool
              ) -> dict[str, jax.Array]:
-  """The jitted inner computation of :func:`sharpness` (arrays out)."""
+  """The jitted inner computation of :func:`sharpness` (arrays out).
+
+  Compiled once per model and static option set; :func:`sharpness` is the
+  entry point that checks arguments and converts the results.
+  """
 
   def restrict(p):
     if masks is None:
@@ -88,7 +93,7 @@ def _measure(params: Any, batch_stats: Any, masks: Any, images: jax.Array,
         masks, p, is_leaf=lambda x: x is None)
 
   def value_fn(p):
-    return _eval_loss(model, restrict(p), batch_stats, images, labels,
+    return eval_loss(model, restrict(p), batch_stats, images, labels,
                       weights)
 
   eig_key, probe_key = jax.random.split(key)
@@ -112,12 +117,6 @@ def _measure(params: Any, batch_stats: Any, masks: Any, images: jax.Array,
                 jax.tree.leaves(params)))
   return {"top_eigenvalue": top, "trace": moments[0], "moments": moments / d,
           "num_params": d, "loss": value_fn(params)}
-
-
-def _check_count(name: str, value: Any) -> None:
-  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-      or value < 1):
-    raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
 
 
 def _projected_masks(state: TrainState) -> Any:
@@ -166,8 +165,8 @@ def sharpness(model: nn.Module, state: TrainState,
     ``{'top_eigenvalue', 'trace', 'moment_<k>' for each k, 'num_params'
     (d), 'loss'}`` as Python floats.
   """
-  _check_count("num_probes", num_probes)
-  _check_count("iters", iters)
+  validation.check_count("num_probes", num_probes)
+  validation.check_count("iters", iters)
   if method not in METHODS:
     raise ValueError(f"Unknown method {method!r}; allowed: "
                      f"{', '.join(METHODS)}.")
@@ -176,7 +175,7 @@ def sharpness(model: nn.Module, state: TrainState,
                      f"{', '.join(curvature.PROBES)}.")
   orders = tuple(moments)
   for k in orders:
-    _check_count("every entry of moments", k)
+    validation.check_count("every entry of moments", k)
   for name in ("image", "label"):
     if name not in batch:
       raise ValueError(f"batch needs 'image' and 'label', got keys "
@@ -190,7 +189,7 @@ def sharpness(model: nn.Module, state: TrainState,
   labels = jnp.asarray(batch["label"])
   weights = jnp.asarray(batch.get("mask", jnp.ones(labels.shape)),
                         jnp.float32)
-  out = _measure(state.params, state.batch_stats, masks,
+  out = measure(state.params, state.batch_stats, masks,
                  jnp.asarray(batch["image"]), labels, weights, key,
                  model=model, num_probes=num_probes, iters=iters,
                  max_order=max(orders, default=1), method=method,

@@ -5,8 +5,9 @@ statistics of that first forward pass, and hands every transform a
 ``value_fn(params) -> loss`` on the same batch, rng and batch statistics (the
 extra-argument protocol listed in WORKSPACE.md, "Extra arguments"): SAM and
 curvature transforms re-evaluate the loss through it, and its evaluations never
-change the batch statistics. Mixed precision: parameters stay float32; the model's
-``dtype`` sets the compute dtype and logits are cast to float32 for the loss.
+change the batch statistics. Mixed precision: parameters stay float32; the
+model's ``dtype`` sets the compute dtype and logits are cast to float32 for
+the loss.
 Gradient accumulation averages gradients over ``accum_steps`` micro-batches.
 Transforms also get ``activations_fn(params)``: the per-input-feature squared
 norms of every Dense/Conv input on the batch (SAFE+'s importance), computed
@@ -18,7 +19,8 @@ i)``, the loss on the ``i``-th of ``m`` equal sub-batches (m-sharpness of
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -5,7 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from flatsparse.data import Dataset, iterate_batches
+from flatsparse.data import Dataset
+from flatsparse.data import iterate_batches
 
 
 def _toy(n: int = 12) -> Dataset:
@@ -39,7 +40,8 @@ def test_different_seeds_and_epochs_differ():
 def test_epoch_matches_documented_permutation():
   ds = _toy()
   got = _labels(iterate_batches(ds, 12, seed=5, num_epochs=2))
-  want = [np.random.default_rng([5, e]).permutation(12).tolist() for e in range(2)]
+  want = [np.random.default_rng([5, e]).permutation(12).tolist()
+          for e in range(2)]
   assert got == want
 
 
@@ -60,11 +62,13 @@ def test_drop_remainder():
   ds = _toy(10)
   dropped = _labels(iterate_batches(ds, 4, seed=0, num_epochs=2))
   assert [len(b) for b in dropped] == [4, 4, 4, 4]
-  kept = _labels(iterate_batches(ds, 4, seed=0, num_epochs=2, drop_remainder=False))
+  kept = _labels(iterate_batches(ds, 4, seed=0, num_epochs=2,
+                                 drop_remainder=False))
   assert [len(b) for b in kept] == [4, 4, 2, 4, 4, 2]
   assert sorted(sum(kept[:3], [])) == list(range(10))
   # A batch larger than the dataset is fine when the remainder is kept.
-  assert _labels(iterate_batches(ds, 11, seed=0, drop_remainder=False, shuffle=False)) == [
+  assert _labels(iterate_batches(ds, 11, seed=0, drop_remainder=False,
+                                 shuffle=False)) == [
       list(range(10))
   ]
 
@@ -77,7 +81,8 @@ def test_no_shuffle_is_in_order():
 
 def test_num_epochs_none_loops_forever():
   ds = _toy(4)
-  batches = list(itertools.islice(iterate_batches(ds, 2, seed=0, num_epochs=None), 50))
+  batches = list(itertools.islice(
+      iterate_batches(ds, 2, seed=0, num_epochs=None), 50))
   assert len(batches) == 50
 
 

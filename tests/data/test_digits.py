@@ -5,10 +5,13 @@ import hashlib
 import numpy as np
 import pytest
 
-from flatsparse.data import Dataset, load_digits, num_examples
+from flatsparse.data import Dataset
+from flatsparse.data import load_digits
+from flatsparse.data import num_examples
 
 # Pins the exact split so that a change of RNG stream or data is noticed.
-_TEST_SPLIT_SHA256 = "f4f1fa0529c8cab9e8a2d45d98fbc7b344e803317df5ccd998b82f71ea0ad99e"
+_TEST_SPLIT_SHA256 = (
+    "f4f1fa0529c8cab9e8a2d45d98fbc7b344e803317df5ccd998b82f71ea0ad99e")
 
 
 def test_sizes():

@@ -10,14 +10,12 @@ import os
 import numpy as np
 import pytest
 
-from flatsparse.data import (
-    DEBIAN_FASHION_MNIST_DIR,
-    load_dataset,
-    load_fashion_mnist_debian,
-    num_examples,
-    read_idx,
-    write_idx,
-)
+from flatsparse.data import DEBIAN_FASHION_MNIST_DIR
+from flatsparse.data import load_dataset
+from flatsparse.data import load_fashion_mnist_debian
+from flatsparse.data import num_examples
+from flatsparse.data import read_idx
+from flatsparse.data import write_idx
 
 
 @pytest.mark.parametrize(
@@ -29,7 +27,8 @@ def test_round_trip(tmp_path, dtype, name):
   path = tmp_path / name
   write_idx(path, x)
   got = read_idx(path)
-  assert got.dtype == np.dtype(dtype) and got.dtype.isnative and got.shape == x.shape
+  assert (got.dtype == np.dtype(dtype) and got.dtype.isnative
+          and got.shape == x.shape)
   np.testing.assert_array_equal(got, x)
   got[0] = 0  # Writable.
 
@@ -50,7 +49,8 @@ def test_reads_handmade_mnist_header(tmp_path):
     "raw, match",
     [
         (bytes([1, 0, 8, 1, 0, 0, 0, 0]), "not an IDX file"),
-        (bytes([0, 0, 7, 1, 0, 0, 0, 0]), r"type byte 0x07; known: 0x08 \(uint8\)"),
+        (bytes([0, 0, 7, 1, 0, 0, 0, 0]),
+         r"type byte 0x07; known: 0x08 \(uint8\)"),
         (bytes([0, 0, 8, 2, 0, 0, 0, 1]), "truncated"),
         (bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2]),
          r"\(3,\) of uint8 needs 3 data bytes, the file has 2"),
@@ -88,7 +88,8 @@ def test_load_fashion_mnist_from_files(tmp_path, gz):
   for split, prefix in (("train", "train"), ("test", "t10k")):
     ds = load_fashion_mnist_debian(split, data_dir=tmp_path)
     images, labels = arrays[prefix]
-    assert ds.images.shape == (len(labels), 28, 28, 1) and ds.images.dtype == np.float32
+    assert (ds.images.shape == (len(labels), 28, 28, 1)
+            and ds.images.dtype == np.float32)
     assert ds.labels.dtype == np.int32 and ds.num_classes == 10
     np.testing.assert_allclose(ds.images[..., 0] * 255, images, atol=1e-4)
     np.testing.assert_array_equal(ds.labels, labels)
@@ -104,7 +105,8 @@ def test_load_fashion_mnist_from_files(tmp_path, gz):
 def test_rewritten_files_are_reread(tmp_path):
   _write_fashion(str(tmp_path), n_train=4, seed=0)
   a = load_fashion_mnist_debian("train", data_dir=tmp_path)
-  os.utime(tmp_path)  # Make sure a rewrite changes the cache key even on coarse clocks.
+  # Make sure a rewrite changes the cache key even on coarse clocks.
+  os.utime(tmp_path)
   _write_fashion(str(tmp_path), n_train=6, seed=1)
   b = load_fashion_mnist_debian("train", data_dir=tmp_path)
   assert (num_examples(a), num_examples(b)) == (4, 6)
@@ -114,7 +116,8 @@ def test_missing_files_message(tmp_path):
   with pytest.raises(FileNotFoundError) as exc:
     load_fashion_mnist_debian("train", data_dir=tmp_path)
   msg = str(exc.value)
-  assert "train-images-idx3-ubyte.gz" in msg and "apt install dataset-fashion-mnist" in msg
+  assert ("train-images-idx3-ubyte.gz" in msg
+          and "apt install dataset-fashion-mnist" in msg)
 
 
 def test_inconsistent_files(tmp_path):
@@ -134,7 +137,9 @@ def test_inconsistent_files(tmp_path):
     reason="Debian package dataset-fashion-mnist is not installed",
 )
 def test_real_debian_files():
-  train, test = load_fashion_mnist_debian("train"), load_fashion_mnist_debian("test")
-  assert train.images.shape == (60000, 28, 28, 1) and test.images.shape == (10000, 28, 28, 1)
+  train, test = (load_fashion_mnist_debian("train"),
+                 load_fashion_mnist_debian("test"))
+  assert (train.images.shape == (60000, 28, 28, 1)
+          and test.images.shape == (10000, 28, 28, 1))
   np.testing.assert_array_equal(np.bincount(train.labels), [6000] * 10)
   np.testing.assert_array_equal(np.bincount(test.labels), [1000] * 10)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from flatsparse.data import CIFAR10_ASYMMETRIC_PAIRS, add_label_noise
+from flatsparse.data import add_label_noise
+from flatsparse.data import CIFAR10_ASYMMETRIC_PAIRS
 
 
 def _labels(n=1000, classes=10, seed=0):
@@ -16,7 +17,8 @@ def test_symmetric_exact_count_and_other_class(rate):
   noisy, is_noisy = add_label_noise(labels, 10, rate, "symmetric", seed=3)
   assert noisy.dtype == np.int32 and is_noisy.dtype == bool
   assert is_noisy.sum() == round(rate * labels.size)
-  np.testing.assert_array_equal(is_noisy, noisy != labels)  # Never the same class.
+  # Never the same class.
+  np.testing.assert_array_equal(is_noisy, noisy != labels)
   assert ((0 <= noisy) & (noisy < 10)).all()
 
 
@@ -50,7 +52,8 @@ def test_asymmetric_cyclic_per_class_counts():
 
 def test_asymmetric_cifar10_pairs():
   labels = np.repeat(np.arange(10, dtype=np.int32), 100)
-  noisy, is_noisy = add_label_noise(labels, 10, 0.4, "asymmetric", seed=0, pairs="cifar10")
+  noisy, is_noisy = add_label_noise(labels, 10, 0.4, "asymmetric", seed=0,
+                                    pairs="cifar10")
   # truck->automobile, bird->airplane, deer->horse, cat<->dog.
   assert CIFAR10_ASYMMETRIC_PAIRS == {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
   for c in range(10):
@@ -74,13 +77,15 @@ def test_asymmetric_custom_pairs():
     [
         ({"rate": 1.0}, r"rate must be in \[0, 1\), got 1.0"),
         ({"rate": -0.1}, "rate"),
-        ({"kind": "pair"}, "kind must be one of .*'symmetric', 'asymmetric'.*'pair'"),
+        ({"kind": "pair"},
+         "kind must be one of .*'symmetric', 'asymmetric'.*'pair'"),
         ({"num_classes": 1}, "num_classes"),
         ({"seed": -1}, "seed"),
         ({"labels": np.array([0, 10])}, r"\[0, 10\)"),
         ({"labels": np.zeros((2, 2), int)}, "1-d"),
         ({"pairs": "cifar10"}, "only used with kind='asymmetric'"),
-        ({"kind": "asymmetric", "pairs": "cifar100"}, "Unknown pairs 'cifar100'"),
+        ({"kind": "asymmetric", "pairs": "cifar100"},
+         "Unknown pairs 'cifar100'"),
         ({"kind": "asymmetric", "pairs": "cifar10", "num_classes": 5,
           "labels": np.zeros(3, int)},
          "num_classes=10"),

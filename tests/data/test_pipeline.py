@@ -1,21 +1,20 @@
-"""Tests for flatsparse.data.Loader, data_sharding and shard_batch (1 device)."""
+"""Tests for flatsparse.data.Loader, data_sharding and shard_batch
+(1 device)."""
 
 import itertools
 
 import jax
+from jax.sharding import AxisType
 import numpy as np
 import pytest
-from jax.sharding import AxisType
 
-from flatsparse.data import (
-    Dataset,
-    Loader,
-    channel_stats,
-    data_sharding,
-    iterate_batches,
-    load_digits,
-    shard_batch,
-)
+from flatsparse.data import channel_stats
+from flatsparse.data import data_sharding
+from flatsparse.data import Dataset
+from flatsparse.data import iterate_batches
+from flatsparse.data import load_digits
+from flatsparse.data import Loader
+from flatsparse.data import shard_batch
 
 
 def _toy(n=10, hw=4, c=3, seed=0) -> Dataset:
@@ -41,7 +40,8 @@ def test_matches_iterate_batches_without_augmentation():
   assert len(got) == len(want) == 9
   for batch, (x, y) in zip(got, want):
     assert set(batch) == {"image", "label"}
-    assert batch["image"].dtype == np.float32 and batch["label"].dtype == np.int32
+    assert (batch["image"].dtype == np.float32
+            and batch["label"].dtype == np.int32)
     np.testing.assert_array_equal(batch["image"], x)
     np.testing.assert_array_equal(batch["label"], y)
 
@@ -52,11 +52,13 @@ def test_resume_equals_uninterrupted(augment, drop_remainder):
   # N + M steps from 0 equal N steps from 0 followed by M steps resumed at N,
   # across epoch boundaries, on a fresh Loader (as after a restart).
   ds = _toy(10)
-  kwargs = dict(batch_size=4, augment=augment, drop_remainder=drop_remainder, normalize=True)
+  kwargs = dict(batch_size=4, augment=augment, drop_remainder=drop_remainder,
+                normalize=True)
   n, m = 5, 7
   full = list(Loader(ds, **kwargs).train_batches(seed=1, num_steps=n + m))
   first = list(itertools.islice(Loader(ds, **kwargs).train_batches(seed=1), n))
-  resumed = list(Loader(ds, **kwargs).train_batches(seed=1, start_step=n, num_steps=m))
+  resumed = list(Loader(ds, **kwargs).train_batches(
+      seed=1, start_step=n, num_steps=m))
   _same(full, first + resumed)
   loader = Loader(ds, **kwargs)
   _same(full[::-1], [loader.train_batch(1, s) for s in reversed(range(n + m))])
@@ -70,17 +72,21 @@ def test_epochs_cover_data_and_differ():
   np.testing.assert_array_equal(np.sort(e0), np.arange(12))
   np.testing.assert_array_equal(np.sort(e1), np.arange(12))
   assert not np.array_equal(e0, e1)
-  other = np.concatenate([b["label"] for b in loader.train_batches(seed=1, num_steps=3)])
+  other = np.concatenate(
+      [b["label"] for b in loader.train_batches(seed=1, num_steps=3)])
   assert not np.array_equal(e0, other)
 
 
 def test_drop_remainder_and_no_shuffle():
   ds = _toy(10)
-  sizes = [b["label"].size for b in Loader(ds, batch_size=4, drop_remainder=False)
+  sizes = [b["label"].size
+           for b in Loader(ds, batch_size=4, drop_remainder=False)
            .train_batches(0, num_steps=6)]
   assert sizes == [4, 4, 2, 4, 4, 2]
-  ordered = Loader(ds, batch_size=5, shuffle=False).train_batches(0, num_steps=4)
-  assert [b["label"].tolist() for b in ordered] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]] * 2
+  ordered = Loader(ds, batch_size=5, shuffle=False).train_batches(
+      0, num_steps=4)
+  assert [b["label"].tolist() for b in ordered] == (
+      [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]] * 2)
 
 
 def test_augmentation_deterministic_per_seed_and_step():
@@ -91,7 +97,8 @@ def test_augmentation_deterministic_per_seed_and_step():
   c0 = loader.train_batch(1, 0)
   np.testing.assert_array_equal(a0["image"], b0["image"])
   assert a0["image"].shape == (16, 8, 8, 3)
-  assert not np.array_equal(a0["image"], a1["image"])  # Same examples, new crops.
+  # Same examples, new crops.
+  assert not np.array_equal(a0["image"], a1["image"])
   assert not np.array_equal(a0["image"], c0["image"])
   np.testing.assert_array_equal(a0["label"], a1["label"])
 
@@ -105,11 +112,13 @@ def test_custom_augment_and_normalization_order():
     seen.append(images.copy())
     return images + rng.integers(1, 2)  # Adds exactly 1.
 
-  loader = Loader(ds, batch_size=6, shuffle=False, augment=augment, normalize=(mean, std))
+  loader = Loader(ds, batch_size=6, shuffle=False, augment=augment,
+                  normalize=(mean, std))
   got = loader.train_batch(0, 0)["image"]
   # Augment sees the raw pixels, normalization comes after it.
   np.testing.assert_array_equal(seen[0], ds.images)
-  np.testing.assert_allclose(got, (ds.images + 1 - 0.5) / np.array(std), rtol=1e-6)
+  np.testing.assert_allclose(got, (ds.images + 1 - 0.5) / np.array(std),
+                             rtol=1e-6)
 
 
 def test_normalize_true_uses_train_stats():
@@ -118,10 +127,12 @@ def test_normalize_true_uses_train_stats():
   mean, std = channel_stats(train)
   np.testing.assert_array_equal(loader.mean, mean)
   batch = next(loader.eval_batches(split="test"))
-  np.testing.assert_allclose(batch["image"][:7], (test.images - mean) / std, rtol=1e-6)
+  np.testing.assert_allclose(batch["image"][:7], (test.images - mean) / std,
+                             rtol=1e-6)
 
 
-@pytest.mark.parametrize("n, batch_size", [(10, 4), (12, 4), (3, 8), (359, 128)])
+@pytest.mark.parametrize("n, batch_size",
+                         [(10, 4), (12, 4), (3, 8), (359, 128)])
 def test_eval_batches_pad_and_mask(n, batch_size):
   ds = _toy(n, hw=2)
   loader = Loader(ds, ds, batch_size=1)
@@ -129,8 +140,10 @@ def test_eval_batches_pad_and_mask(n, batch_size):
   assert len(batches) == -(-n // batch_size)
   assert all(b["image"].shape == (batch_size, 2, 2, 3) for b in batches)
   mask = np.concatenate([b["mask"] for b in batches])
-  assert mask.dtype == np.float32 and mask.sum() == n == loader.num_eval_examples()
-  np.testing.assert_array_equal(mask, np.arange(mask.size) < n)  # Padding is last.
+  assert (mask.dtype == np.float32
+          and mask.sum() == n == loader.num_eval_examples())
+  # Padding is last.
+  np.testing.assert_array_equal(mask, np.arange(mask.size) < n)
   labels = np.concatenate([b["label"] for b in batches])
   np.testing.assert_array_equal(labels[:n], ds.labels)  # In order, each once.
   images = np.concatenate([b["image"] for b in batches])
@@ -162,12 +175,14 @@ def test_eval_on_train_split_is_not_augmented():
     "kwargs, error, match",
     [
         ({"batch_size": 0}, ValueError, "batch_size must be >= 1, got 0"),
-        ({"batch_size": 11}, ValueError, "batch_size=11 exceeds the train size 10"),
+        ({"batch_size": 11}, ValueError,
+         "batch_size=11 exceeds the train size 10"),
         ({"augment": "yes"}, TypeError, "augment"),
         ({"augment": True, "pad_mode": "wrap"}, ValueError, "pad_mode"),
         ({"augment": True, "crop_padding": -2}, ValueError, "padding"),
         ({"normalize": ([0.5], [0.0])}, ValueError, "std must be > 0"),
-        ({"normalize": ([0.5, 0.5], [1, 1])}, ValueError, "mean must have 1 or 3"),
+        ({"normalize": ([0.5, 0.5], [1, 1])}, ValueError,
+         "mean must have 1 or 3"),
     ],
 )
 def test_constructor_errors(kwargs, error, match):
@@ -190,7 +205,8 @@ def test_other_errors():
     loader.train_batches(0, start_step=-1)  # Raised before any next().
   with pytest.raises(ValueError, match="seed"):
     loader.train_batches(-1)
-  with pytest.raises(ValueError, match="needs a Loader built with a test split"):
+  with pytest.raises(ValueError,
+                     match="needs a Loader built with a test split"):
     loader.eval_batches()
   with pytest.raises(ValueError, match="split must be one of .*'val'"):
     loader.eval_batches(split="val")
@@ -208,7 +224,8 @@ class _CountingSource:
   def get(self, indices):
     indices = np.asarray(indices)
     self.reads.append(indices.copy())
-    return np.ones((indices.size, 4, 4, 1), np.float32), (indices % 3).astype(np.int32)
+    return (np.ones((indices.size, 4, 4, 1), np.float32),
+            (indices % 3).astype(np.int32))
 
 
 def test_example_source_reads_only_the_batch():

@@ -4,16 +4,14 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from flatsparse.data import (
-    BUILTIN_DATASETS,
-    Loader,
-    TfdsSource,
-    add_label_noise,
-    load_dataset,
-    load_digits,
-    make_teacher_student,
-    num_examples,
-)
+from flatsparse.data import add_label_noise
+from flatsparse.data import BUILTIN_DATASETS
+from flatsparse.data import load_dataset
+from flatsparse.data import load_digits
+from flatsparse.data import Loader
+from flatsparse.data import make_teacher_student
+from flatsparse.data import num_examples
+from flatsparse.data import TfdsSource
 
 
 def _mock(num_examples: int):
@@ -25,13 +23,15 @@ def _mock(num_examples: int):
 def test_digits_is_nhwc_by_default():
   ds = load_dataset("digits", "test")
   assert ds.images.shape == (359, 8, 8, 1) and ds.images.dtype == np.float32
-  np.testing.assert_array_equal(ds.images.reshape(359, 64), load_digits("test").images)
-  assert load_dataset("digits", "train", flatten=True).images.shape == (1438, 64)
+  np.testing.assert_array_equal(ds.images.reshape(359, 64),
+                                load_digits("test").images)
+  assert (load_dataset("digits", "train", flatten=True).images.shape
+          == (1438, 64))
 
 
 def test_synthetic_through_registry():
-  ds = load_dataset("teacher_student", "test", num_examples=50, dim=6, num_classes=3,
-                    seed=2, hidden=8)
+  ds = load_dataset("teacher_student", "test", num_examples=50, dim=6,
+                    num_classes=3, seed=2, hidden=8)
   want = make_teacher_student(50, 6, 3, 2, split="test", hidden=8)
   np.testing.assert_array_equal(ds.images, want.images)
   np.testing.assert_array_equal(ds.labels, want.labels)
@@ -58,8 +58,8 @@ def test_cifar10_mock_through_load_dataset(name, tmp_path):
 def test_cifar100_coarse_labels_and_label_noise():
   with _mock(40):
     clean = load_dataset("cifar100", "train", label_key="coarse_label")
-    noisy = load_dataset("cifar100", "train", label_key="coarse_label", label_noise=0.25,
-                         noise_seed=5)
+    noisy = load_dataset("cifar100", "train", label_key="coarse_label",
+                         label_noise=0.25, noise_seed=5)
   assert clean.num_classes == 20
   np.testing.assert_array_equal(noisy.images, clean.images)
   assert np.sum(noisy.labels != clean.labels) == 10
@@ -71,12 +71,13 @@ def test_cifar100_coarse_labels_and_label_noise():
 
 def test_asymmetric_noise_option():
   clean = load_dataset("digits", "train")
-  noisy = load_dataset("digits", "train", label_noise=0.4, noise_kind="asymmetric",
-                       noise_pairs="cifar10")
+  noisy = load_dataset("digits", "train", label_noise=0.4,
+                       noise_kind="asymmetric", noise_pairs="cifar10")
   flipped = noisy.labels != clean.labels
   assert set(np.unique(clean.labels[flipped])) == {2, 3, 4, 5, 9}
   np.testing.assert_array_equal(
-      noisy.labels[flipped], [{9: 1, 2: 0, 4: 7, 3: 5, 5: 3}[c] for c in clean.labels[flipped]]
+      noisy.labels[flipped],
+      [{9: 1, 2: 0, 4: 7, 3: 5, 5: 3}[c] for c in clean.labels[flipped]]
   )
 
 
@@ -98,9 +99,11 @@ def test_tfds_source_with_loader():
     batch = loader.train_batch(seed=1, step=3)
     assert batch["image"].shape == (8, 28, 28, 1)
     images, labels = source.get(np.arange(20))
-    order = np.random.default_rng([1, 1]).permutation(20)[8:16]  # Step 3 = epoch 1, batch 1.
+    # Step 3 = epoch 1, batch 1.
+    order = np.random.default_rng([1, 1]).permutation(20)[8:16]
     np.testing.assert_array_equal(batch["label"], labels[order])
-    np.testing.assert_allclose(batch["image"], (images[order] - 0.13) / 0.31, rtol=1e-5)
+    np.testing.assert_allclose(batch["image"], (images[order] - 0.13) / 0.31,
+                               rtol=1e-5)
     with pytest.raises(IndexError, match=r"\[0, 20\)"):
       source.get([20])
     with pytest.raises(ValueError, match="image_size"):
@@ -121,7 +124,8 @@ def test_unknown_name_lists_known_ones():
     "name, kwargs, match",
     [
         ("digits", {"label_noise": 1.0}, r"label_noise must be in \[0, 1\)"),
-        ("digits", {"label_noise": 0.1, "noise_kind": "pair"}, "noise_kind must be one of"),
+        ("digits", {"label_noise": 0.1, "noise_kind": "pair"},
+         "noise_kind must be one of"),
         ("digits", {}, "split must be one of .*'validation'"),
         ("gaussian_mixture", {}, "split must be one of .*'validation'"),
     ],

@@ -5,21 +5,27 @@ Run in its own process, with the flag set before jax is imported::
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
         python -m pytest -q -m multidevice tests/data/test_shard_multidevice.py
 
-Follows WORKSPACE.md's multi-device rules: inputs placed before the step, every result
-blocked on, and a hard timeout (thread method: a hang sits in XLA's C++).
+Follows WORKSPACE.md's multi-device rules: inputs placed before the step,
+every result blocked on, and a hard timeout (thread method: a hang sits in
+XLA's C++).
 """
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
-from jax.sharding import AxisType, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from flatsparse.data import Dataset, Loader, data_sharding, shard_batch
+from flatsparse.data import data_sharding
+from flatsparse.data import Dataset
+from flatsparse.data import Loader
 from flatsparse.data import pipeline
+from flatsparse.data import shard_batch
 
-pytestmark = [pytest.mark.multidevice, pytest.mark.timeout(120, method="thread")]
+pytestmark = [pytest.mark.multidevice,
+              pytest.mark.timeout(120, method="thread")]
 
 if jax.device_count() < 8:
   pytest.skip(
@@ -37,7 +43,8 @@ def _loader(n=37):
 
 
 def test_train_batch_is_split_over_data_axis():
-  mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+  mesh = jax.make_mesh((4, 2), ("data", "model"),
+                       axis_types=(AxisType.Auto,) * 2)
   sharding = data_sharding(mesh)
   batch = _loader().train_batch(0, 5)
   placed = shard_batch(batch, sharding)
@@ -62,7 +69,8 @@ def test_exact_masked_eval_on_mesh():
   for batch in loader.eval_batches(16):
     c, n = jax.block_until_ready(sums(shard_batch(batch, sharding)))
     correct, count = correct + float(c), count + float(n)
-  labels = np.concatenate([b["label"][b["mask"] > 0] for b in loader.eval_batches(16)])
+  labels = np.concatenate(
+      [b["label"][b["mask"] > 0] for b in loader.eval_batches(16)])
   assert count == 37 and correct == np.sum(labels % 2 == 0)
 
 
@@ -73,6 +81,6 @@ def test_multihost_path_and_divisibility():
   # The multi-process branch of shard_batch, run in one process.
   y = jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
   np.testing.assert_array_equal(np.asarray(y), x)
-  assert pipeline._put(x, sharding).sharding == sharding
+  assert pipeline.put_global(x, sharding).sharding == sharding
   with pytest.raises(ValueError, match=r"shape \(12, 3\) cannot be split"):
     shard_batch({"image": x[:12]}, sharding)

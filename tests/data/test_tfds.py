@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from flatsparse.data import load_tfds, num_examples
+from flatsparse.data import load_tfds
+from flatsparse.data import num_examples
 
 
 def _mock(num_examples: int):
@@ -41,7 +42,8 @@ def test_matches_raw_records():
     # Each mocked source replays the same seeded examples.
     raw = tfds.data_source("mnist", split="test")
     for i in range(4):
-      np.testing.assert_allclose(ds.images[i] * 255.0, raw[i]["image"], atol=1e-4)
+      np.testing.assert_allclose(ds.images[i] * 255.0, raw[i]["image"],
+                                 atol=1e-4)
       assert ds.labels[i] == raw[i]["label"]
 
 

@@ -3,14 +3,12 @@
 import numpy as np
 import pytest
 
-from flatsparse.data import (
-    Dataset,
-    center_crop_resize,
-    channel_stats,
-    normalize,
-    random_crop_flip,
-    resize,
-)
+from flatsparse.data import center_crop_resize
+from flatsparse.data import channel_stats
+from flatsparse.data import Dataset
+from flatsparse.data import normalize
+from flatsparse.data import random_crop_flip
+from flatsparse.data import resize
 
 
 def _images(n=5, h=6, w=7, c=3, seed=0):
@@ -23,15 +21,18 @@ def test_normalize_per_channel():
   got = normalize(x, mean, std)
   assert got.dtype == np.float32 and got.shape == x.shape
   for c in range(3):
-    np.testing.assert_allclose(got[..., c], (x[..., c] - mean[c]) / std[c], rtol=1e-6)
+    np.testing.assert_allclose(got[..., c], (x[..., c] - mean[c]) / std[c],
+                               rtol=1e-6)
   # A scalar applies to every channel; the input is not modified.
-  np.testing.assert_allclose(normalize(x, 0.5, 0.25), (x - 0.5) / 0.25, rtol=1e-6)
+  np.testing.assert_allclose(normalize(x, 0.5, 0.25), (x - 0.5) / 0.25,
+                             rtol=1e-6)
   np.testing.assert_array_equal(x, _images())
 
 
 @pytest.mark.parametrize(
     "mean, std, match",
-    [([0.1, 0.2], [1, 1, 1], "mean must have 1 or 3"), (0.0, [1, 0, 1], "std must be > 0")],
+    [([0.1, 0.2], [1, 1, 1], "mean must have 1 or 3"),
+     (0.0, [1, 0, 1], "std must be > 0")],
 )
 def test_normalize_errors(mean, std, match):
   with pytest.raises(ValueError, match=match):
@@ -42,8 +43,10 @@ def test_channel_stats_match_numpy_and_normalize_to_unit():
   x = _images(n=9000, h=2, w=2)  # > one chunk of 4096.
   mean, std = channel_stats(Dataset(x, np.zeros(9000, np.int32), 1))
   assert mean.shape == std.shape == (3,) and mean.dtype == np.float32
-  np.testing.assert_allclose(mean, x.reshape(-1, 3).mean(0, dtype=np.float64), rtol=1e-6)
-  np.testing.assert_allclose(std, x.reshape(-1, 3).std(0, dtype=np.float64), rtol=1e-6)
+  np.testing.assert_allclose(mean, x.reshape(-1, 3).mean(0, dtype=np.float64),
+                             rtol=1e-6)
+  np.testing.assert_allclose(std, x.reshape(-1, 3).std(0, dtype=np.float64),
+                             rtol=1e-6)
   z = normalize(x, mean, std).reshape(-1, 3)
   np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
   np.testing.assert_allclose(z.std(0), 1.0, atol=1e-5)
@@ -64,11 +67,13 @@ def test_crop_flip_shapes_and_determinism():
 def _reference(x, rng, padding, mode):
   """Per-image loop with the documented draw order."""
   n, h, w, _ = x.shape
-  dy, dx = rng.integers(0, 2 * padding + 1, n), rng.integers(0, 2 * padding + 1, n)
+  dy, dx = (rng.integers(0, 2 * padding + 1, n),
+            rng.integers(0, 2 * padding + 1, n))
   flips = rng.random(n) < 0.5
   out = []
   for i in range(n):
-    p = np.pad(x[i], ((padding, padding), (padding, padding), (0, 0)), mode=mode)
+    p = np.pad(x[i], ((padding, padding), (padding, padding), (0, 0)),
+               mode=mode)
     crop = p[dy[i] : dy[i] + h, dx[i] : dx[i] + w]
     out.append(crop[:, ::-1] if flips[i] else crop)
   return np.stack(out)
@@ -78,7 +83,8 @@ def _reference(x, rng, padding, mode):
 def test_crop_flip_matches_reference(mode):
   x = _images(n=64)
   got = random_crop_flip(x, np.random.default_rng(3), 4, pad_mode=mode)
-  np.testing.assert_array_equal(got, _reference(x, np.random.default_rng(3), 4, mode))
+  np.testing.assert_array_equal(
+      got, _reference(x, np.random.default_rng(3), 4, mode))
 
 
 def test_crop_flip_padding_is_zero_and_flips_happen():
@@ -86,7 +92,8 @@ def test_crop_flip_padding_is_zero_and_flips_happen():
   got = random_crop_flip(x, np.random.default_rng(0), padding=4)
   assert (got == 0).any() and (got == 1).any()  # Zero padding moved in.
   # padding=0: only flips; about half the images are mirrored.
-  x = np.broadcast_to(np.arange(4, dtype=np.float32)[None, None, :, None], (200, 3, 4, 1))
+  x = np.broadcast_to(np.arange(4, dtype=np.float32)[None, None, :, None],
+                      (200, 3, 4, 1))
   got = random_crop_flip(x, np.random.default_rng(0), padding=0)
   flipped = (got[:, 0, 0, 0] == 3).sum()
   assert 70 < flipped < 130

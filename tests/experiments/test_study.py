@@ -15,6 +15,22 @@ from flatsparse.train import metrics as metrics_lib
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+def test_gradual_pruning_to_90_learns_in_a_short_run(tmp_path):
+  """One seed, 500 steps (GMP ends at 330): both learn, GMP close to dense.
+
+  The fast stand-in of the three-seed check below (``make test-all``).
+  """
+  config = flagship_digits.get_config()
+  config.base.steps = config.base.eval_every = 500
+  config.variants.gmp.sparsity.update_end_step = 330
+  accuracy = {name: loop.train_and_evaluate(
+      study.variant_config(config, name, 0), str(tmp_path / name))["accuracy"]
+              for name in ("dense", "gmp")}
+  assert accuracy["dense"] > 0.93, accuracy
+  assert accuracy["gmp"] >= accuracy["dense"] - 0.03, accuracy
+
+
+@pytest.mark.slow
 def test_gradual_pruning_to_90_within_two_points_of_dense(tmp_path):
   """MLP on digits, 3 seeds: GMP to 90% vs dense (the foundation issue)."""
   config = flagship_digits.get_config()

@@ -1,4 +1,5 @@
-"""Shared check: a value_fn transform trains an nnx model through nnx.Optimizer."""
+"""Shared check: a value_fn transform trains an nnx model through
+nnx.Optimizer."""
 
 from flax import nnx
 import jax.numpy as jnp

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flatsparse.flatness import curvature as cv
 import flatsparse as fs
+from flatsparse.flatness import curvature as cv
 
 D = 10
 KEY = jax.random.key(0)

@@ -6,9 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from tests.flatness.nnx_check import assert_trains_nnx_linear
-
 import flatsparse as fs
+from tests.flatness.nnx_check import assert_trains_nnx_linear
 
 A = np.diag([1.0, 4.0, 9.0]).astype(np.float32)
 
@@ -57,7 +56,8 @@ def test_sparse_sam_perturbs_only_active_weights():
   grads = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
   masks = {"w": jnp.array([[True, False], [False, True]]), "b": None}
   e = fs.flatness.perturbation(grads, params, 1.0, masks=masks)
-  np.testing.assert_array_equal(np.asarray(e["w"]) == 0, ~np.asarray(masks["w"]))
+  np.testing.assert_array_equal(np.asarray(e["w"]) == 0,
+                                ~np.asarray(masks["w"]))
   np.testing.assert_allclose(optax.tree.norm(e), 1.0, rtol=1e-6)
   # Inside a pruning wrapper the masks arrive as an extra argument.
   seen = []

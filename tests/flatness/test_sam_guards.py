@@ -9,7 +9,8 @@ import pytest
 
 import flatsparse as fs
 from flatsparse.flatness import curvature
-from flatsparse.safe import Projection, safe
+from flatsparse.safe import Projection
+from flatsparse.safe import safe
 
 W = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]])}
 

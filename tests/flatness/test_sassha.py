@@ -1,7 +1,6 @@
 """Sassha: hand-computed trajectories, the estimator, conformance, digits."""
 
 import functools
-
 import importlib
 
 import jax
@@ -10,11 +9,10 @@ import numpy as np
 import optax
 import pytest
 
-from tests.flatness.nnx_check import assert_trains_nnx_linear
-
 import flatsparse as fs
 from flatsparse.flatness import curvature
 from flatsparse.train import builders
+from tests.flatness.nnx_check import assert_trains_nnx_linear
 
 # The package re-exports functions of the same names as these modules.
 sassha_lib = importlib.import_module("flatsparse.flatness.sassha")
@@ -142,7 +140,8 @@ def _mlp(dtype=jnp.float32):
 def test_gradient_and_hutchinson_in_one_pass(num_probes, kind):
   params, loss = _mlp()
   key = jax.random.PRNGKey(3)
-  grads, diag = sassha_lib._grad_and_hutchinson(loss, params, key,
+  grads, hvp_fn = curvature.grad_and_hvp(loss, params)
+  diag = curvature.hutchinson_diagonal_from_hvp(hvp_fn, params, key,
                                                 num_probes=num_probes,
                                                 kind=kind)
   want = curvature.hutchinson_diagonal(loss, params, key,
@@ -197,7 +196,7 @@ def test_steps_on_a_network_use_the_perturbed_point_and_step_keys():
   for t, got in ((1, p1), (2, p2)):
     g = jax.grad(loss)(w)
     norm = optax.tree.norm(g)
-    tilde = jax.tree.map(lambda a, b: a + rho * b / (norm + 1e-12), w, g)
+    tilde = jax.tree.map(lambda a, b, n=norm: a + rho * b / (n + 1e-12), w, g)
     if t == 1:  # refresh at the perturbed point with fold_in(key, 0)
       d = curvature.hutchinson_diagonal(loss, tilde,
                                         jax.random.fold_in(base, 0))
@@ -205,7 +204,7 @@ def test_steps_on_a_network_use_the_perturbed_point_and_step_keys():
     sharp = jax.grad(loss)(tilde)
     m = jax.tree.map(lambda a, b: b1 * a + (1 - b1) * b, m, sharp)
     w = jax.tree.map(
-        lambda p, mo, dh: p - lr / (1 - b1 ** t) * mo / (jnp.sqrt(dh) + eps),
+        lambda p, mo, dh, t=t: p - lr / (1 - b1**t) * mo / (jnp.sqrt(dh) + eps),
         w, m, dhat)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5,
                                                          atol=1e-6), got, w)
@@ -257,6 +256,21 @@ def test_inject_hyperparams_plain_factory_equals_direct():
   p = injected[-1]
   updates, _ = tx.update(jax.grad(quadratic)(p), state, p, value_fn=quadratic)
   assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(updates))
+
+
+def test_scale_by_sassha_chained_with_decay_and_lr_equals_sassha():
+  # optax's form: direction, decoupled decay (wd / lr_0), learning rate.
+  schedule = optax.linear_schedule(0.1, 0.02, 10)
+  alias, _ = run(sassha(schedule, 0.3, k=3, weight_decay=0.05,
+                        peak_learning_rate=0.1), 5)
+  tx = optax.chain(sassha_lib.scale_by_sassha(0.3, k=3),
+                   optax.add_decayed_weights(0.05 / 0.1),
+                   optax.scale_by_learning_rate(schedule))
+  chained, state = run(tx, 5)
+  assert_trajectory(chained, [jax.tree.map(np.asarray, p) for p in alias],
+                    rtol=1e-6, atol=1e-7)
+  assert isinstance(state[0], sassha_lib.SasshaState)
+  assert fs.flatness.scale_by_sassha is sassha_lib.scale_by_sassha
 
 
 def test_flax_nnx_optimizer():
@@ -315,11 +329,11 @@ def test_registered_for_configs():
 STEPS, BATCH, SEEDS = 1000, 128, (0, 1, 2)
 
 
-def _schedule(peak):
-  return optax.warmup_cosine_decay_schedule(0.0, peak, 100, STEPS)
+def _schedule(peak, steps=STEPS):
+  return optax.warmup_cosine_decay_schedule(0.0, peak, 100, steps)
 
 
-def _digits_accuracy(tx, seed):
+def _digits_accuracy(tx, seed, steps=STEPS):
   from flatsparse.data import load_digits  # noqa: PLC0415 (sklearn import)
   from flatsparse.models import MLP  # noqa: PLC0415
   from flatsparse.train.state import create_train_state  # noqa: PLC0415
@@ -332,8 +346,8 @@ def _digits_accuracy(tx, seed):
   rng = np.random.default_rng(seed)
   n = len(train.labels)
   order = np.concatenate([rng.permutation(n)
-                          for _ in range(STEPS * BATCH // n + 1)])
-  for s in range(STEPS):
+                          for _ in range(steps * BATCH // n + 1)])
+  for s in range(steps):
     idx = order[s * BATCH:(s + 1) * BATCH]
     state, _ = step(state, {"image": train.images[idx],
                             "label": train.labels[idx]})
@@ -342,6 +356,14 @@ def _digits_accuracy(tx, seed):
   return float(sums["correct"] / sums["count"])
 
 
+def test_sassha_learns_digits_in_a_short_run():
+  """One seed, 300 steps: the fast stand-in of the three-seed check below."""
+  tx = sassha(_schedule(0.03, 300), 0.2, weight_decay=5e-4,
+              peak_learning_rate=0.03)
+  assert _digits_accuracy(tx, 0, steps=300) > 0.93
+
+
+@pytest.mark.slow
 def test_digits_sam_and_sassha_within_one_point_of_adam():
   # Same steps, batch, seeds and schedule shape (100 warm-up steps, cosine);
   # each optimizer at its own peak learning rate.

@@ -1,6 +1,7 @@
 """AdaHessian and Sophia-H: hand-computed trajectories, optax parity,
 spatial averaging, conformance."""
 
+import functools
 import importlib
 
 import jax
@@ -10,10 +11,10 @@ import optax
 import optax.contrib
 import pytest
 
-from tests.flatness.nnx_check import assert_trains_nnx_linear
-
 import flatsparse as fs
 from flatsparse.train import builders
+from flatsparse.train import config_schema
+from tests.flatness.nnx_check import assert_trains_nnx_linear
 
 # The package re-exports functions of the same names as these modules.
 adahessian_lib = importlib.import_module("flatsparse.flatness.adahessian")
@@ -249,6 +250,84 @@ def test_conformance_jit_chain_inject_dtype(name, dtype):
   inner = state[1].inner_state
   assert int(inner.count) == 15
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(inner.m))
+
+
+SCALE_BY = {
+    "scale_by_sassha": lambda: fs.flatness.scale_by_sassha,
+    "scale_by_adahessian": lambda: functools.partial(
+        adahessian_lib.scale_by_adahessian, hessian_ema="every_step"),
+    "scale_by_sophia_h": lambda: functools.partial(
+        sophia_lib.scale_by_sophia_h, eps_mode="add"),
+}
+
+
+@pytest.mark.parametrize("name", list(SCALE_BY))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_scale_by_conformance_jit_chain_inject_dtype(name, dtype):
+  params, loss = _mlp(dtype)
+  tx = optax.chain(
+      optax.clip_by_global_norm(10.0),
+      optax.inject_hyperparams(SCALE_BY[name](),
+                               hyperparam_dtype=jnp.float32)(k=2),
+      optax.scale_by_learning_rate(0.01))
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(1)
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, state = tx.update(grads, state, params, value_fn=loss)
+    assert all(u.dtype == dtype for u in jax.tree.leaves(updates))
+    return optax.apply_updates(params, updates), state, value
+
+  state = tx.init(params)
+  losses = []
+  for _ in range(15):  # refresh and reuse steps of k = 2
+    params, state, value = step(params, state)
+    losses.append(float(value))
+  assert len(traces) == 1
+  assert losses[-1] < losses[0]
+  assert all(p.dtype == dtype for p in jax.tree.leaves(params))
+  inner = state[1].inner_state
+  assert int(inner.count) == 15
+  moments = [x for x in jax.tree.leaves(inner)
+             if jnp.issubdtype(x.dtype, jnp.floating)]
+  assert len(moments) >= 8  # m and the curvature EMA of 4 leaves
+  assert all(x.dtype == jnp.float32 for x in moments)
+
+
+def test_scale_by_chained_with_decay_and_lr_equals_the_alias():
+  hp = dict(b1=0.8, b2=0.75, eps=1e-3, hessian_power=0.5, k=2)
+  alias, _ = run(adahessian(0.05, weight_decay=0.1, **hp), 5)
+  chained, _ = run(optax.chain(adahessian_lib.scale_by_adahessian(**hp),
+                               optax.add_decayed_weights(0.1),
+                               optax.scale_by_learning_rate(0.05)), 5)
+  assert_trajectory(chained, [jax.tree.map(np.asarray, p) for p in alias],
+                    rtol=1e-6, atol=1e-7)
+  # Sophia-H's update is exactly this chain (float32, constant lr).
+  hp = dict(b1=0.5, b2=0.5, gamma=2.0, k=3)
+  alias, _ = run(sophia_h(0.05, weight_decay=0.1, **hp), 7)
+  chained, _ = run(optax.chain(sophia_lib.scale_by_sophia_h(**hp),
+                               optax.add_decayed_weights(0.1),
+                               optax.scale_by_learning_rate(0.05)), 7)
+  for a, b in zip(alias, chained):
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_new_options_are_checked_and_configurable():
+  with pytest.raises(ValueError, match="Unknown hessian_ema 'lazy'"):
+    adahessian(0.1, hessian_ema="lazy")
+  with pytest.raises(ValueError, match="Unknown eps_mode 'max'"):
+    sophia_h(0.1, eps_mode="max")
+  assert "hessian_ema" in config_schema.section_schema(
+      "optimizer", {"name": "adahessian"})
+  assert "eps_mode" in config_schema.section_schema(
+      "optimizer", {"name": "sophia_h"})
+  tx = builders.build_optimizer({"name": "adahessian", "learning_rate": 0.05,
+                                 "k": 2, "hessian_ema": "every_step",
+                                 "bias_correction": "current_step"}, 10)
+  _, state = run(tx, 3)
+  assert state.estimate is not None
 
 
 @pytest.mark.parametrize("factory", [adahessian, sophia_h])

@@ -1,4 +1,5 @@
-"""Tests for flatsparse.models: shapes, parameter counts, BatchNorm state, dtypes."""
+"""Tests for flatsparse.models: shapes, parameter counts, BatchNorm state,
+dtypes."""
 
 from __future__ import annotations
 
@@ -12,15 +13,13 @@ import numpy as np
 import pytest
 
 from flatsparse import models
-from flatsparse.models import (
-  MLP,
-  BasicBlock,
-  CifarResNet,
-  ResNet18,
-  ResNet20,
-  ResNet32,
-  ResNet56,
-)
+from flatsparse.models import BasicBlock
+from flatsparse.models import CifarResNet
+from flatsparse.models import MLP
+from flatsparse.models import ResNet18
+from flatsparse.models import ResNet20
+from flatsparse.models import ResNet32
+from flatsparse.models import ResNet56
 
 NUM_CLASSES = 10
 IMAGE = (32, 32, 3)
@@ -138,9 +137,10 @@ def test_mlp_bf16_compute_keeps_f32_params():
 
 def test_basic_block_projection_only_when_shape_changes():
   x = jax.ShapeDtypeStruct((1, 8, 8, 16), jnp.float32)
-  init = lambda block: jax.eval_shape(block.init, jax.random.key(0), x)[
-    "params"
-  ]
+
+  def init(block):
+    return jax.eval_shape(block.init, jax.random.key(0), x)["params"]
+
   assert "proj_conv" not in init(BasicBlock(16))
   assert "proj_conv" in init(BasicBlock(32))
   strided = init(BasicBlock(16, strides=2))

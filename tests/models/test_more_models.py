@@ -13,18 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flatsparse.models import (
-  VGG19,
-  Bottleneck,
-  ResNet50,
-  ViT,
-  ViTB16,
-  ViTS16,
-  ViTTi16,
-  WideResNet,
-  WideResNet28x10,
-  WideResNetBlock,
-)
+from flatsparse.models import Bottleneck
+from flatsparse.models import ResNet50
+from flatsparse.models import VGG19
+from flatsparse.models import ViT
+from flatsparse.models import ViTB16
+from flatsparse.models import ViTS16
+from flatsparse.models import ViTTi16
+from flatsparse.models import WideResNet
+from flatsparse.models import WideResNet28x10
+from flatsparse.models import WideResNetBlock
 
 CIFAR = (32, 32, 3)
 IMAGENET = (224, 224, 3)
@@ -225,9 +223,10 @@ def test_wide_resnet_layout():
 
 def test_wide_resnet_block_identity_shortcut():
   x = jax.ShapeDtypeStruct((1, 8, 8, 16), jnp.float32)
-  init = lambda block: jax.eval_shape(block.init, jax.random.key(0), x)[
-    "params"
-  ]
+
+  def init(block):
+    return jax.eval_shape(block.init, jax.random.key(0), x)["params"]
+
   assert "proj_conv" not in init(WideResNetBlock(16))
   assert "proj_conv" in init(WideResNetBlock(32))
   assert "proj_conv" in init(WideResNetBlock(16, strides=2))
@@ -321,9 +320,10 @@ def test_vit_tiny_dropout_and_gap():
     model.init(jax.random.key(0), x), jax.random.key(5)
   )
   eval_logits = model.apply(variables, x)
-  train = lambda key: model.apply(
-    variables, x, train=True, rngs={"dropout": key}
-  )
+
+  def train(key):
+    return model.apply(variables, x, train=True, rngs={"dropout": key})
+
   a, b = train(jax.random.key(2)), train(jax.random.key(3))
   assert not np.allclose(a, b)
   assert not np.allclose(a, eval_logits)

@@ -153,12 +153,14 @@ def test_projection_jits_with_a_traced_sparsity():
 @pytest.mark.parametrize("kwargs, msg", [
     (dict(sparsity=1.0), r"\[0, 1\)"),
     (dict(sparsity=-0.1), r"\[0, 1\)"),
-    (dict(scope="blocks"), "allowed: global, layer, row"),
+    (dict(scope="blocks"), "allowed: 'global', 'layer', 'row', 'N:M'"),
     (dict(scope="2:x", sparsity=None), "Bad N:M scope"),
     (dict(scope="2:4", sparsity=0.9), "fixes sparsity at 0.5"),
     (dict(scope="layer", sparsity=None), "needs a sparsity"),
-    (dict(importance="fisher"), "allowed: magnitude, activation"),
-    (dict(distribution="normal"), "allowed: uniform, erk"),
+    (dict(importance="fisher"), "allowed: 'magnitude', 'activation'"),
+    (dict(distribution="normal"), "allowed: 'uniform', 'erk'"),
+    (dict(rounding="ceil"), "Unknown rounding 'ceil'; allowed: 'round', "
+     "'floor'"),
     (dict(scope="global", distribution="erk"), "layer' and 'row' scopes"),
 ])
 def test_bad_projection_arguments(kwargs, msg):
@@ -177,3 +179,40 @@ def test_shape_errors_name_the_leaf():
     proj.normalize_importance(bad, params)
   with pytest.raises(ValueError, match="no prunable leaves"):
     Projection(sparsity=0.5).check({"b": jnp.ones(3)})
+
+
+@pytest.mark.parametrize("rounding, kept", [
+    # s n: layer 0.4 * 14 = 5.6, half 0.25 * 14 = 3.5 (ties to even: 4),
+    # even half 0.5 * 5 = 2.5 (to 2), row 0.4 * 7 = 2.8 per output unit,
+    # global 0.43 * 20 = 8.6.
+    ("round", dict(layer=8, half=10, even_half=3, row=2 * 4, glob=11)),
+    ("floor", dict(layer=9, half=11, even_half=3, row=2 * 5, glob=12)),
+])
+def test_rounding_keeps_the_hand_computed_counts(rounding, kept):
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7)), jnp.float32)
+
+  def count(tree, **kwargs):
+    masks = jax.jit(Projection(rounding=rounding, **kwargs).masks)(tree)
+    return sum(int(jnp.sum(m)) for m in jax.tree.leaves(masks))
+
+  assert count({"a": a}, sparsity=0.4) == kept["layer"]
+  assert count({"a": a.T}, sparsity=0.4, scope="row") == kept["row"]
+  assert count({"a": a, "b": a[:, :3]}, sparsity=0.43,
+               scope="global") == kept["glob"]
+  proj = Projection(rounding=rounding)
+  assert int(proj.num_to_keep(14, 0.25)) == kept["half"]
+  assert int(proj.num_to_keep(5, 0.5)) == kept["even_half"]
+  # The same count with a traced sparsity (float32 arithmetic).
+  keep = jax.jit(lambda s: fs.safe.num_to_keep(14, s, rounding))
+  assert int(keep(0.4)) == kept["layer"]
+
+
+def test_floor_rounding_is_the_reference_threshold():
+  # The reference code keeps scores >= sort(scores)[int(s n)].
+  scores = np.random.default_rng(3).normal(size=(6, 9))
+  for s in (0.45, 0.77, 0.9):  # s n = 24.3, 41.58, 48.6
+    reference = np.abs(scores) >= np.sort(np.abs(scores).ravel())[
+        int(s * scores.size)]
+    masks = jax.jit(Projection(sparsity=s, rounding="floor").masks)(
+        {"w": jnp.asarray(scores, jnp.float32)})
+    np.testing.assert_array_equal(masks["w"], reference)

@@ -2,14 +2,17 @@
 
 import functools
 
+from absl import flags
 import jax
 import jax.numpy as jnp
+from ml_collections import config_flags
 import numpy as np
 import optax
 import pytest
 
 import flatsparse as fs
 from flatsparse.safe import Projection
+from flatsparse.train import config_schema
 
 # f(w) = 0.5 * sum(a * w^2) - sum(b * w) on one 2x3 "kernel" + a bias.
 A = np.array([[1.0, 2.0, 0.5], [3.0, 1.5, 0.7]], np.float32)
@@ -34,8 +37,8 @@ def _proj_np(v, keep):
   return out.reshape(v.shape)
 
 
-def _reference(steps, lr, lam, rho, period, total):
-  """Equations of the issue, step by step, in float64 numpy."""
+def _reference(steps, lr, lam, rho, period, total, after_total="hold"):
+  """The module docstring's equations, step by step, in float64 numpy."""
   w = W0.astype(np.float64)
   z, u = _proj_np(w, 3), np.zeros_like(w)
   history = []
@@ -44,7 +47,8 @@ def _reference(steps, lr, lam, rho, period, total):
     if rho:
       e = rho * g / (np.linalg.norm(g) + 1e-12)  # bias gradient is 0 at 1.0
       g = _grad_np(w + e)
-    lam_t = lam * 0.5 * (1 - np.cos(np.pi * min(t / total, 1.0)))
+    progress = t / total if after_total == "continue" else min(t / total, 1)
+    lam_t = lam * 0.5 * (1 - np.cos(np.pi * progress))
     w = w - lr * (g + lam_t * (w - z + u))
     if (t + 1) % period == 0:
       z = _proj_np(w + u, 3)
@@ -56,9 +60,11 @@ def _reference(steps, lr, lam, rho, period, total):
 def _run(tx, steps, params=None):
   params = params or {"kernel": jnp.asarray(W0), "bias": jnp.ones(3)}
   state = tx.init(params)
+  traces = []
 
   @jax.jit
   def step(params, state):
+    traces.append(1)
     grads = jax.grad(_value_fn)(params)
     updates, state = tx.update(grads, state, params, value_fn=_value_fn)
     return optax.apply_updates(params, updates), state
@@ -68,23 +74,26 @@ def _run(tx, steps, params=None):
     params, state = step(params, state)
     inner = fs.safe.find_state(state)
     history.append((params, inner))
-  return history, step
+  return history, traces
 
 
-@pytest.mark.parametrize("rho", [0.0, 0.3])
-def test_three_dual_periods_match_the_hand_computed_run(rho):
-  kwargs = dict(lr=0.1, lam=2.0, rho=rho, period=3, total=6)
+@pytest.mark.parametrize("rho, after_total", [
+    (0.0, "hold"), (0.3, "hold"), (0.3, "continue")])
+def test_three_dual_periods_match_the_hand_computed_run(rho, after_total):
+  # Steps 6 to 8 are past total_steps: lambda held, or its cosine falling.
+  kwargs = dict(lr=0.1, lam=2.0, rho=rho, period=3, total=6,
+                after_total=after_total)
   expected = _reference(9, **kwargs)
   proj = Projection(sparsity=0.5, is_prunable=lambda p, x: p == "kernel")
   tx = fs.safe.safe(optax.sgd(0.1), proj, lam=2.0, rho=rho, dual_period=3,
-                    total_steps=6)
-  history, step = _run(tx, 9)
+                    total_steps=6, penalty_after_total=after_total)
+  history, traces = _run(tx, 9)
   for (params, state), (w, z, u) in zip(history, expected):
     np.testing.assert_allclose(params["kernel"], w, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(state.z["kernel"], z, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(state.u["kernel"], u, rtol=1e-5, atol=1e-6)
     assert state.z["bias"] is None and state.u["bias"] is None
-  assert step._cache_size() == 1  # dual and primal steps: one program
+  assert len(traces) == 1  # dual and primal steps: one program
 
 
 def test_admm_is_safe_without_sam_and_constant_penalty():
@@ -103,6 +112,19 @@ def test_penalty_schedules():
       0.5)
   assert float(fs.safe.penalty(2.0, count, "constant", None)) == 2.0
   assert float(fs.safe.penalty(2.0, jnp.asarray(300), "cosine", 100)) == 2.0
+
+
+@pytest.mark.parametrize("schedule, held, continued", [
+    ("cosine", 2.0, 1.0),  # lam (1 - cos(1.5 pi)) / 2: falling back
+    ("linear", 2.0, 3.0),  # lam * 1.5: still growing
+    ("constant", 2.0, 2.0),
+])
+def test_penalty_after_total_steps(schedule, held, continued):
+  count = jnp.asarray(150)
+  assert float(fs.safe.penalty(2.0, count, schedule, 100)) == held
+  assert float(fs.safe.penalty(2.0, count, schedule, 100,
+                               after_total="continue")) == pytest.approx(
+                                   continued, abs=1e-6)
 
 
 def test_large_penalty_makes_the_iterate_sparse_and_biases_train():
@@ -236,9 +258,13 @@ def test_custom_importance_through_safe():
 
 
 @pytest.mark.parametrize("kwargs, msg", [
-    (dict(penalty_schedule="step"), "allowed: cosine, linear, constant"),
+    (dict(penalty_schedule="step"), "Unknown penalty_schedule 'step'; "
+     "allowed: 'cosine', 'linear', 'constant'"),
+    (dict(penalty_after_total="drop", total_steps=5),
+     "Unknown penalty_after_total 'drop'; allowed: 'hold', 'continue'"),
     (dict(penalty_schedule="cosine"), "needs total_steps"),
-    (dict(dual_period=0, total_steps=5), "dual_period must be a positive"),
+    (dict(dual_period=0, total_steps=5), "dual_period must be an int >= 1, "
+     "got 0"),
     (dict(lam=-1.0, total_steps=5), "lam must be >= 0"),
     (dict(rho=-0.1, total_steps=5), "rho must be >= 0"),
     (dict(importance_ema=1.0, total_steps=5), r"importance_ema must be in"),
@@ -276,8 +302,33 @@ def test_config_factory():
   proj = fs.safe.projection_from_config({"name": "safe_plus",
                                          "sparsity": 0.8})
   assert proj.importance == "activation"
-  with pytest.raises(ValueError, match="allowed: safe, safe_plus, admm, iht"):
+  with pytest.raises(ValueError, match="Unknown SAFE-family method 'gmp'; "
+                     "allowed: 'safe', 'safe_plus', 'admm', 'iht'"):
     fs.safe.create_from_config({"name": "gmp"}, base, 100)
   with pytest.raises(ValueError, match=r"Unknown keys \['rho'\] for 'admm'"):
     fs.safe.create_from_config({"name": "admm", "sparsity": 0.5, "rho": 0.1},
                                base, 100)
+
+
+def test_rounding_and_penalty_after_total_from_the_command_line():
+  def parse(*overrides):
+    argv = ["prog", "--config=configs/safe_digits.py:tiny", *overrides]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values,
+                                    lock_config=True, sys_argv=argv)
+    values(argv)
+    safe = config_schema.drop_unset("safe", values.config.methods.safe.safe)
+    return dict(safe, sparsity=0.9)  # the sweep's placeholder filled in
+
+  default = parse()
+  assert fs.safe.projection_from_config(default).rounding == "round"
+  official = parse("--config.methods.safe.safe.rounding=floor",
+                   "--config.methods.safe.safe.penalty_after_total=continue")
+  assert fs.safe.projection_from_config(official).rounding == "floor"
+  assert official["penalty_after_total"] == "continue"
+  fs.safe.create_from_config(official, optax.sgd(0.1), 100)
+  with pytest.raises(ValueError, match="Unknown rounding 'ceil'; allowed: "
+                     "'round', 'floor'"):
+    fs.safe.create_from_config(
+        parse("--config.methods.safe.safe.rounding=ceil"), optax.sgd(0.1),
+        100)

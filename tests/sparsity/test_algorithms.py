@@ -1,4 +1,5 @@
-"""Algorithms: RigL/SET drop-grow counts, global, static, AC/DC, random, no-prune."""
+"""Algorithms: RigL/SET drop-grow counts, global, static, AC/DC, random,
+no-prune."""
 
 import jax
 import jax.numpy as jnp

@@ -33,7 +33,8 @@ def test_config_fields_reach_the_updater():
 
 @pytest.mark.parametrize("cfg,msg", [
     ({}, "needs 'algorithm'; allowed: no_prune, magnitude"),
-    ({"algorithm": "lottery"}, "Unknown sparsity algorithm 'lottery'; allowed:"),
+    ({"algorithm": "lottery"},
+     "Unknown sparsity algorithm 'lottery'; allowed:"),
     ({"algorithm": "magnitude", "sparsty": 0.5},
      r"Unknown sparsity config keys \['sparsty'\]"),
     ({"algorithm": "magnitude", "schedule": "cubic"},

@@ -4,8 +4,8 @@ hyperparameters, arbitrary pytrees (flax linen and nnx), dtypes kept."""
 from typing import NamedTuple
 
 import flax
-import flax.linen as nn
 from flax import nnx
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +23,8 @@ ALGORITHMS = {
     "saliency": lambda: fs.sparsity.saliency_pruning(sparsity=0.5),
     "global_magnitude": lambda: fs.sparsity.global_magnitude_pruning(
         sparsity=0.5),
-    "global_saliency": lambda: fs.sparsity.global_saliency_pruning(sparsity=0.5),
+    "global_saliency": lambda: fs.sparsity.global_saliency_pruning(
+        sparsity=0.5),
     "magnitude_ste": lambda: fs.sparsity.magnitude_ste(sparsity=0.5),
     "random_ste": lambda: fs.sparsity.random_ste(sparsity=0.5),
     "static_sparse": lambda: fs.sparsity.static_sparse(sparsity=0.5),
@@ -173,7 +174,8 @@ def test_injected_sparsity():
   state = state._replace(inner_state=state.inner_state._replace(
       count=jnp.zeros([], jnp.int32)))  # OneShot fires at step 0 again
   _, state = update(_grads(params), state, params)
-  assert int(np.sum(np.asarray(fs.sparsity.get_masks(state, params)["w2"]))) == 16
+  assert int(np.sum(np.asarray(
+      fs.sparsity.get_masks(state, params)["w2"]))) == 16
 
 
 class _NnxMLP(nnx.Module):

@@ -88,7 +88,8 @@ def test_check_sparse_skips_ste_and_the_state_before_the_first_update():
 
 def test_train_loop_checks_sparsity_at_eval(tmp_path, monkeypatch):
   from configs import digits_mlp
-  from flatsparse.train import builders, loop
+  from flatsparse.train import builders
+  from flatsparse.train import loop
   build = builders.build_optimizer
   monkeypatch.setattr(builders, "build_optimizer", lambda *a, **k: optax.chain(
       build(*a, **k), optax.scale(0.5)))  # the wrapper is no longer outermost

@@ -18,12 +18,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
-import pytest
 from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
+import pytest
 
 import flatsparse as fs
 
@@ -109,7 +109,7 @@ def make_step(tx):
   return jax.jit(step)
 
 
-# ---- meshes and placements -----------------------------------------------------
+# ---- meshes and placements ---------------------------------------------------
 
 
 def make_mesh(layout):
@@ -123,7 +123,8 @@ def make_mesh(layout):
 
 
 def param_spec(layout, leaf):
-  """Kernels sharded along their output axis over 'model'; the rest replicated."""
+  """Kernels sharded along their output axis over 'model'; the rest
+  replicated."""
   if layout == "data_model" and leaf.ndim == 2 and leaf.shape[-1] % MODEL == 0:
     return P(None, "model")
   return P()
@@ -153,7 +154,7 @@ def train(tx, params, x, y, steps=STEPS):
   return params, opt_state, np.asarray(losses), step
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run(storage, layout=None):
   """``STEPS`` training steps; ``layout=None`` is the single-device baseline."""
   params, (x, y) = init_params(jax.random.PRNGKey(0)), make_data()
@@ -176,7 +177,7 @@ def _leaves_with_paths(tree):
   ]
 
 
-# ---- a. sharded training == single-device training ------------------------------
+# ---- a. sharded training == single-device training ---------------------------
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -220,7 +221,7 @@ def test_sharded_training_matches_single_device(storage, layout):
   assert int(fs.sparsity.find_sparse_state(opt_state).count) == STEPS
 
 
-# ---- b. masks carry the sharding of their parameters -----------------------------
+# ---- b. masks carry the sharding of their parameters -------------------------
 
 
 def _stored_masks_and_params(opt_state, params):
@@ -299,7 +300,8 @@ def test_eager_init_masks_follow_param_sharding():
 
 
 def test_user_pins_state_sharding_with_out_shardings():
-  """The recipe for a sharded state from the start: ``jit(init, out_shardings)``.
+  """The recipe for a sharded state from the start:
+  ``jit(init, out_shardings)``.
 
   (Under ``jit`` the init outputs do not depend on the inputs' values, so
   nothing propagates to them: without ``out_shardings`` even optax's moments
@@ -331,7 +333,7 @@ def test_user_pins_state_sharding_with_out_shardings():
   assert np.isfinite(float(loss))
 
 
-# ---- c. exact sparsity per leaf on the mesh -------------------------------------
+# ---- c. exact sparsity per leaf on the mesh ----------------------------------
 
 
 @pytest.mark.parametrize("storage", STORAGES)

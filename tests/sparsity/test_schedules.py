@@ -74,7 +74,8 @@ def test_periodic_errors(kwargs, msg):
 
 
 def test_polynomial_errors():
-  with pytest.raises(ValueError, match="update_end_step .* > update_start_step"):
+  with pytest.raises(ValueError,
+                     match="update_end_step .* > update_start_step"):
     schedules.Polynomial(update_start_step=10, update_end_step=10)
   with pytest.raises(ValueError, match=r"initial_sparsity must be in \[0, 1\)"):
     schedules.Polynomial(initial_sparsity=1.0)

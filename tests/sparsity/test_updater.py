@@ -1,4 +1,5 @@
-"""The wrapper: exact zeros, exact counts, one hand-computed step, STE, resets."""
+"""The wrapper: exact zeros, exact counts, one hand-computed step, STE,
+resets."""
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,8 @@ def _params(seed=0):
 
 def _loss(params, x, y):
   h = jax.nn.relu(x @ params["dense1"]["kernel"] + params["dense1"]["bias"])
-  out = (h @ params["dense2"]["kernel"] + params["dense2"]["bias"]) * params["scale"]
+  out = ((h @ params["dense2"]["kernel"] + params["dense2"]["bias"])
+         * params["scale"])
   return jnp.mean((out - y) ** 2)
 
 
@@ -31,7 +33,8 @@ def _data(seed=1):
 
 
 def test_one_step_hand_computed():
-  params = {"w": jnp.array([[1.0, -3.0], [2.0, 0.5]]), "b": jnp.array([1.0, 1.0])}
+  params = {"w": jnp.array([[1.0, -3.0], [2.0, 0.5]]),
+            "b": jnp.array([1.0, 1.0])}
   grads = {"w": jnp.array([[1.0, 1.0], [1.0, 1.0]]), "b": jnp.array([1.0, 1.0])}
   tx = fs.sparsity.magnitude_pruning(sparsity=0.5).wrap(optax.sgd(0.1))
   updates, state = tx.update(grads, tx.init(params), params)
@@ -124,7 +127,8 @@ def test_ste_keeps_dense_weights_and_straight_through_gradient():
   new = optax.apply_updates(params, updates)
   forward = fs.sparsity.masked_params(new, state)
   np.testing.assert_allclose(forward["w"], [[0.0, -3.1], [1.9, 0.0]], rtol=1e-6)
-  g = jax.grad(lambda p: jnp.sum(fs.sparsity.masked_params(p, state)["w"] * 2.0))(new)
+  g = jax.grad(
+      lambda p: jnp.sum(fs.sparsity.masked_params(p, state)["w"] * 2.0))(new)
   np.testing.assert_allclose(g["w"], 2.0 * np.ones((2, 2)))  # straight through
 
 
@@ -199,7 +203,8 @@ def test_errors():
         {"w": jnp.ones((6, 8))})
   with pytest.raises(ValueError, match="Unknown mask_storage 'bits'"):
     fs.sparsity.magnitude_pruning(sparsity=0.5, mask_storage="bits")
-  with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\), got 1.0"):
+  with pytest.raises(ValueError,
+                     match=r"sparsity must be in \[0, 1\), got 1.0"):
     fs.sparsity.magnitude_pruning(sparsity=1.0)
   with pytest.raises(ValueError, match="Unknown score 'taylor'"):
     fs.sparsity.SparseUpdater(score="taylor")

@@ -10,11 +10,11 @@ the work differs, and these tests check it without timing anything.
 """
 
 import jax
+from jax.extend import core as jex_core
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.extend import core as jex_core
 
 import flatsparse as fs
 
@@ -24,7 +24,8 @@ BATCH = 64
 STEPS = 16
 SEEDS = (0, 1, 2, 3)
 SPARSITY = 0.75
-# Update steps of Polynomial(update_freq=2, update_start_step=0, update_end_step=10).
+# Update steps of Polynomial(update_freq=2, update_start_step=0,
+# update_end_step=10).
 UPDATE_STEPS = (0, 2, 4, 6, 8, 10)
 LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-6
 
@@ -122,7 +123,7 @@ def kernel_masks(opt_state, params):
   ]
 
 
-# ---- jaxpr inspection ---------------------------------------------------------
+# ---- jaxpr inspection --------------------------------------------------------
 
 
 def all_eqns(jaxpr):
@@ -162,7 +163,7 @@ def vmapped_jaxpr(naive):
   return jax.make_jaxpr(vstep)(params, opt_state, x, y).jaxpr
 
 
-# ---- tests ----------------------------------------------------------------------
+# ---- tests -------------------------------------------------------------------
 
 
 def test_vmapped_seeds_match_separate_runs():

@@ -54,7 +54,7 @@ def _train_step(params, opt_state, mask_update):
   return optax.apply_updates(params, updates), opt_state
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_state(seed=0, steps=2) -> _State:
   """A trained-for-``steps`` state: sparse masks, adam moments, counters."""
   params = _params(seed)

@@ -16,8 +16,8 @@ import optax
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import cifar100_resnet32
 from configs import cifar10_resnet20
+from configs import cifar100_resnet32
 from configs import digits_mlp
 from configs import imagenet_resnet50
 from experiments import report

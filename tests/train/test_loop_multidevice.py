@@ -9,7 +9,8 @@ order), final parameters to a few 1e-5; final masks are identical.
 """
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
@@ -18,7 +19,8 @@ import flatsparse as fs
 from flatsparse.train import loop
 from flatsparse.train import metrics as metrics_lib
 
-pytestmark = [pytest.mark.multidevice, pytest.mark.timeout(300, method="thread")]
+pytestmark = [pytest.mark.multidevice,
+              pytest.mark.timeout(300, method="thread")]
 
 if jax.device_count() < 8:
   pytest.skip("needs 8 devices: run with XLA_FLAGS=--xla_force_host_platform_"
@@ -41,15 +43,15 @@ def _spread_over_all_devices(x, spec):
 def _run(config, workdir, monkeypatch):
   """Trains; returns metrics, final state and the batches' shardings."""
   placed = []
-  place = loop._place
+  place = loop.place_batch
 
   def spy(batch, mesh):
     out = place(batch, mesh)
     placed.append(out)
     return out
-  monkeypatch.setattr(loop, "_place", spy)
+  monkeypatch.setattr(loop, "place_batch", spy)
   result, state = loop.train_and_evaluate(config, workdir, return_state=True)
-  monkeypatch.setattr(loop, "_place", place)
+  monkeypatch.setattr(loop, "place_batch", place)
   return result, state, placed
 
 

@@ -1,4 +1,5 @@
-"""metrics.jsonl after a crash mid-write: repaired on open, nothing whole lost."""
+"""metrics.jsonl after a crash mid-write: repaired on open, nothing whole
+lost."""
 
 import json
 import logging
@@ -19,7 +20,8 @@ def _steps(tmp_path):
 
 
 def _warnings(caplog):
-  return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  return [r.getMessage() for r in caplog.records
+          if r.levelno >= logging.WARNING]
 
 
 def test_torn_last_line_is_removed_when_a_writer_opens_the_file(
@@ -34,7 +36,7 @@ def test_torn_last_line_is_removed_when_a_writer_opens_the_file(
   assert "torn last line" in line and str(path) in line
   assert path.read_text().endswith("}\n")
   assert _steps(tmp_path) == [1, 2, 4, 5]
-  assert all(json.loads(l) for l in path.read_text().splitlines())
+  assert all(json.loads(row) for row in path.read_text().splitlines())
 
 
 def test_whole_last_row_without_its_newline_is_kept(tmp_path, caplog):

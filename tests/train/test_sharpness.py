@@ -173,8 +173,8 @@ def test_eval_loss_leaves_out_masked_examples():
   images = jnp.concatenate([batch["image"], jnp.full((5, 4), jnp.nan)])
   labels = jnp.concatenate([batch["label"], batch["label"][:5]])
   weights = jnp.concatenate([jnp.ones(24), jnp.zeros(5)])
-  padded = sharpness_lib._eval_loss(model, state.params, {}, images, labels,
-                                    weights)
+  padded = sharpness_lib.eval_loss(model, state.params, {}, images, labels,
+                                   weights)
   plain = optax.softmax_cross_entropy_with_integer_labels(
       model.apply({"params": state.params}, batch["image"]),
       batch["label"]).mean()
@@ -183,11 +183,11 @@ def test_eval_loss_leaves_out_masked_examples():
 
 def test_compiled_once_per_model_and_errors():
   model, state, batch = _mlp_state(steps=1)
-  before = sharpness_lib._measure._cache_size()
+  before = sharpness_lib.measure._cache_size()
   for seed in range(3):
     train.sharpness(model, state, batch, jax.random.PRNGKey(seed),
                        iters=3, num_probes=2, moments=(1, 3))
-  assert sharpness_lib._measure._cache_size() == before + 1
+  assert sharpness_lib.measure._cache_size() == before + 1
   key = jax.random.PRNGKey(0)
   with pytest.raises(ValueError, match="Unknown method 'eig'; allowed: "
                      "power, lanczos"):

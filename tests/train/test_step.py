@@ -1,4 +1,5 @@
-"""Generic train/eval steps: value_fn protocol, BatchNorm, accumulation, dtypes."""
+"""Generic train/eval steps: value_fn protocol, BatchNorm, accumulation,
+dtypes."""
 
 from typing import NamedTuple
 
@@ -125,7 +126,8 @@ def test_builder_errors():
     builders.build_model({"name": "resnet9"}, 10)
   with pytest.raises(ValueError, match="config.model needs 'name'"):
     builders.build_model({}, 10)
-  with pytest.raises(ValueError, match="Unknown optimizer 'lamb'; allowed: sgd"):
+  with pytest.raises(ValueError,
+                     match="Unknown optimizer 'lamb'; allowed: sgd"):
     builders.build_optimizer({"name": "lamb", "learning_rate": 0.1}, 10)
   with pytest.raises(ValueError, match="needs 'learning_rate'"):
     builders.build_optimizer({"name": "sgd"}, 10)

@@ -7,8 +7,12 @@ from flatsparse.sparsity.algorithms.dynamic import rigl
 from flatsparse.sparsity.algorithms.dynamic import set_sparse
 from flatsparse.sparsity.algorithms.dynamic import static_sparse
 from flatsparse.sparsity.algorithms.dynamic import StaticSparse
-from flatsparse.sparsity.algorithms.global_pruners import global_magnitude_pruning
-from flatsparse.sparsity.algorithms.global_pruners import global_saliency_pruning
+from flatsparse.sparsity.algorithms.global_pruners import (
+    global_magnitude_pruning,
+)
+from flatsparse.sparsity.algorithms.global_pruners import (
+    global_saliency_pruning,
+)
 from flatsparse.sparsity.algorithms.global_pruners import GlobalPruning
 from flatsparse.sparsity.algorithms.pruners import magnitude_pruning
 from flatsparse.sparsity.algorithms.pruners import magnitude_ste

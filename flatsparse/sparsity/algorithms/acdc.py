@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from flatsparse.sparsity.updater import SparseUpdater, _map_masked
+from flatsparse.sparsity.updater import SparseUpdater
+from flatsparse.tree_utils import map_masked
 
 __all__ = ["ACDC", "acdc"]
 
@@ -60,8 +61,11 @@ class ACDC(SparseUpdater):
     return self.is_sparse_phase(step) != previous
 
   def new_masks(self, weights, grads, old, step, key):
-    ones = _map_masked(lambda m: None if m is None else jnp.ones_like(m), old)
-    prune = lambda: super(ACDC, self).new_masks(weights, grads, ones, step, key)
+    ones = map_masked(lambda m: None if m is None else jnp.ones_like(m), old)
+
+    def prune():
+      return super(ACDC, self).new_masks(weights, grads, ones, step, key)
+
     return jax.lax.cond(self.is_sparse_phase(step), prune, lambda: ones)
 
 

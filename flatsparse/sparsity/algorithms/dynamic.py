@@ -26,7 +26,9 @@ import jax.numpy as jnp
 from flatsparse import rng
 from flatsparse.sparsity import masks as masks_lib
 from flatsparse.sparsity import schedules
-from flatsparse.sparsity.updater import SparseUpdater, _map_masked, apply_masks
+from flatsparse.sparsity.updater import apply_masks
+from flatsparse.sparsity.updater import SparseUpdater
+from flatsparse.tree_utils import map_masked
 
 __all__ = ["DynamicSparse", "set_sparse", "rigl", "StaticSparse",
            "static_sparse"]
@@ -43,8 +45,9 @@ class StaticSparse(SparseUpdater):
     targets = self._targets_tree(params)
     leaves = jax.tree.leaves(targets, is_leaf=lambda x: x is None)
     keys = iter(jax.random.split(key, max(len(leaves), 1)))
-    noise = _map_masked(lambda t, p: None if t is None else
-                        jax.random.uniform(next(keys), p.shape), targets, params)
+    noise = map_masked(lambda t, p: None if t is None else
+                        jax.random.uniform(next(keys), p.shape),
+                       targets, params)
     return self._masks_at(noise, targets)
 
   def instant_sparsify(self, params, grads=None, key=None):

@@ -21,7 +21,8 @@ from flatsparse import rng
 from flatsparse.sparsity import masks as masks_lib
 from flatsparse.sparsity import scores as scores_lib
 from flatsparse.sparsity.distributions import path_str
-from flatsparse.sparsity.updater import SparseUpdater, apply_masks
+from flatsparse.sparsity.updater import apply_masks
+from flatsparse.sparsity.updater import SparseUpdater
 
 __all__ = ["GlobalPruning", "global_magnitude_pruning",
            "global_saliency_pruning"]
