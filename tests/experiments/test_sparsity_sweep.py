@@ -109,6 +109,8 @@ def test_tiny_digits_sweep_end_to_end_and_resume(tmp_path, monkeypatch):
   assert again["summary"] == results["summary"]
 
 
+# ~20 s: the sweep runs in the fast suite; noise is unit-tested
+@pytest.mark.slow
 def test_tiny_label_noise_sweep(tmp_path):
   config = safe_label_noise_digits.get_config("tiny")
   sparsity_sweep.run_sweep(config, str(tmp_path))

@@ -364,6 +364,8 @@ def test_public_names():
     assert name in fs.flatness.__all__
 
 
+# ~19 s at -O0: unroll is a compile-time option, checked in test-all
+@pytest.mark.slow
 def test_unrolled_loops_give_the_same_estimates():
   w = {"a": jnp.asarray([0.3, -1.2, 0.7]), "b": jnp.asarray([[0.5, 2.0]])}
 

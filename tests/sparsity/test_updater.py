@@ -91,6 +91,8 @@ def test_exact_zeros_and_counts_for_200_steps(inner, storage):
   assert losses[-1] < losses[0]
 
 
+# ~19 s: pack/unpack and packed wrappers are unit-tested in the fast suite
+@pytest.mark.slow
 def test_packed_and_uint8_give_identical_runs():
   runs = []
   for storage in ("uint8", "packed"):
