@@ -57,11 +57,12 @@ import optax
 
 from flatsparse import tree_utils
 from flatsparse import validation
+from flatsparse.flatness import curvature
 
 __all__ = [
     "BIAS_CORRECTIONS", "CADENCES", "probe_count", "learning_rate_at",
     "lazy_cond", "scalar_dtype", "moment_bias_correction",
-    "hessian_bias_correction", "lazy_hutchinson_ema",
+    "hessian_bias_correction", "step_estimate", "lazy_hutchinson_ema",
 ]
 
 BIAS_CORRECTIONS = ("step", "current_step", "refresh")
@@ -159,6 +160,20 @@ def hessian_bias_correction(decay: Any, count: jax.Array, k: Any, mode: str,
   else:
     n = count // k + 1  # refreshes so far
   return 1 - decay ** n.astype(dtype)
+
+
+def step_estimate(value_fn: Callable[[Any], jax.Array], params: Any,
+                  key: jax.Array, count: jax.Array, *, num_probes: int,
+                  probe: str) -> Callable[[], Any]:
+  """The ``estimate`` of :func:`lazy_hutchinson_ema` at the point ``params``.
+
+  ``() -> curvature.hutchinson_diagonal(value_fn, params, fold_in(key,
+  count), ...)``: step ``t = count + 1`` draws its probes from the state's
+  base key folded with ``t - 1``, so ``update`` stays pure.
+  """
+  step_key = jax.random.fold_in(key, count)
+  return lambda: curvature.hutchinson_diagonal(
+      value_fn, params, step_key, num_probes=num_probes, kind=probe)
 
 
 def lazy_hutchinson_ema(moment: Any, estimate: Callable[[], Any],

@@ -127,11 +127,10 @@ def _transform(name: str, finish: _Finish, *, b1: Any, b2: Any, gamma: Any,
     del extra
     protocol.require(name, "value_fn", value_fn, params=params)
     count = state.count
-    key = jax.random.fold_in(state.key, count)
     new_h, _ = hema.lazy_hutchinson_ema(
         state.h,
-        lambda: curvature.hutchinson_diagonal(
-            value_fn, params, key, num_probes=num_probes, kind=probe),
+        hema.step_estimate(value_fn, params, state.key, count,
+                           num_probes=num_probes, probe=probe),
         count, k=k, decay=b2)
     h = state.h if lagged_hessian else new_h
     m = tree_utils.ema(b1, state.m, updates)
