@@ -123,6 +123,7 @@ class StopSignals:
 
   def __init__(self):
     self.signum: int | None = None
+    self._announced = False
     self._previous: dict[int, Any] = {}
 
   def __enter__(self) -> StopSignals:
@@ -133,17 +134,27 @@ class StopSignals:
     return self
 
   def _handle(self, signum: int, frame: Any) -> None:
+    # No logging here: the signal may interrupt a write to the same log
+    # stream (orbax logs while saving), and a reentrant write raises.
+    # ``poll`` logs from the loop instead.
     del frame
     if self.signum is None:
       self.signum = signum
-      logging.warning("Received %s: stopping after this step with a "
-                      "checkpoint (send it again to stop at once).",
-                      signal.Signals(signum).name)
       return
     # A second signal: the previous behaviour (KeyboardInterrupt, or exit).
     previous = self._previous.get(signum)
     signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
     signal.raise_signal(signum)
+
+  def poll(self) -> int | None:
+    """The recorded signal, if any; logs it the first time it is seen."""
+    signum = self.signum  # read once: signals arrive any time
+    if signum is not None and not self._announced:
+      self._announced = True
+      logging.warning("Received %s: stopping after this step with a "
+                      "checkpoint (send it again to stop at once).",
+                      signal.Signals(signum).name)
+    return signum
 
   def __exit__(self, *exc_info) -> None:
     for signum, previous in self._previous.items():

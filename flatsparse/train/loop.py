@@ -334,14 +334,15 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
       writer.write_scalars(step, {
           **scalars, **{f"eval/{k}": v for k, v in result.items()},
           **metrics_lib.sparsity_scalars(jax.device_get(eval_state.params))})
-    stopping = stop.signum is not None  # read once: signals arrive any time
+    signum = stop.poll()
+    stopping = signum is not None
     if stopping or last or checkpoints.should_save(step):
       stop_if_non_finite(non_finite.now(), step)  # never save after NaN
     checkpoints.save(step, state, metadata={"data_step": step},
                      force=last or stopping)
     progress.update(step)
     if stopping and not last:
-      _preempt(stop.signum, step, checkpoints, writer)
+      _preempt(signum, step, checkpoints, writer)
   checkpoints.wait()
   checkpoints.close()
   writer.close()
@@ -354,8 +355,9 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
     result = evaluate(eval_step, state,
                       loader.eval_batches(eval_batch_size), mesh)
   result = {k: float(v) for k, v in result.items()}
-  if stop.signum is not None:  # during the last step: the run is complete.
-    error = faults.Preempted(stop.signum, cfg["steps"], checkpoints.directory)
+  signum = stop.poll()
+  if signum is not None:  # during the last step: the run is complete.
+    error = faults.Preempted(signum, cfg["steps"], checkpoints.directory)
     logging.warning("Stopped by %s", error)
     raise error
   return (result, state) if return_state else result
