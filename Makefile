@@ -25,11 +25,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: lint
-	XLA_FLAGS="$(TEST_XLA)" $(PYTEST) -n 2 -m "not slow and not multidevice" --timeout=600
+	XLA_FLAGS="$(TEST_XLA)" $(PYTEST) -n 2 --dist=worksteal -m "not slow and not multidevice" --timeout=600
 	$(MULTIDEVICE) $(PYTEST) -m "multidevice and not slow" --timeout=300
 
 test-all: lint
-	XLA_FLAGS="$(TEST_XLA)" $(PYTEST) -n 2 -m "not multidevice" --timeout=1800
+	XLA_FLAGS="$(TEST_XLA)" $(PYTEST) -n 2 --dist=worksteal -m "not multidevice" --timeout=1800
 	$(MULTIDEVICE) $(PYTEST) -m "multidevice" --timeout=600
 
 bench: $(STAMP)

@@ -3,7 +3,8 @@
 Workloads and their synthetic batches, the one train-step builder (plain,
 with extra arguments, or a hand-written SAM step) and the variants made of
 it, command-line settings, device info, compile diagnostics and the JSON
-output.
+output; :class:`Script` is what each script declares once (name, workloads,
+defaults, variants), giving its flags and its ``main``.
 """
 
 from __future__ import annotations
@@ -233,6 +234,40 @@ class Variant:
   sam_limit_rho: float | None = None
 
 
+def step_runner(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  params: PyTree,
+  batch_stats: PyTree,
+  batch: Sequence[jax.Array],
+  variant: Variant | None = None,
+  **kwargs: Any,
+) -> timing.StepRunner:
+  """A runner of :func:`make_step` (BatchNorm when ``batch_stats`` has
+  leaves) on copies of the state.
+
+  Args:
+    model: A linen module taking ``(x, train=True)``.
+    tx: The optimizer.
+    params: The initial parameters.
+    batch_stats: The initial batch statistics (``{}``: none).
+    batch: The step's fixed ``(x, y)``.
+    variant: Where given, its ``extras``, ``sam_limit_rho`` and ``period``
+      (``tx`` should be its own).
+    **kwargs: Further ``timing.StepRunner`` options (``period``, ``reset``).
+
+  Returns:
+    The runner.
+  """
+  has_bs = bool(jax.tree.leaves(batch_stats))
+  if variant is None:
+    fn = make_step(model, tx, has_bs)
+  else:
+    fn = make_step(model, tx, has_bs, variant.extras, variant.sam_limit_rho)
+    kwargs.setdefault("period", variant.period)
+  return timing.StepRunner(fn, tx, params, batch_stats, batch, **kwargs)
+
+
 def variant_runners(
   workload: Workload,
   batch_size: int,
@@ -256,20 +291,95 @@ def variant_runners(
     ``(params, runners by name)``.
   """
   batch, params, batch_stats = prepare(workload, batch_size, log, seed)
-  has_bs = bool(jax.tree.leaves(batch_stats))
   runners = {
-    name: timing.StepRunner(
-      make_step(workload.model, v.tx, has_bs, v.extras, v.sam_limit_rho),
-      v.tx,
-      params,
-      batch_stats,
-      batch,
-      period=v.period,
-    )
+    name: step_runner(workload.model, v.tx, params, batch_stats, batch, v)
     for name, v in variants.items()
     if name in names
   }
   return params, runners
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantTimes:
+  """The timed variants of one workload (:func:`time_variants`).
+
+  Attributes:
+    params: The initial parameters.
+    runners: The runner of each variant, by name (after timing).
+    times: Their timings, by name.
+    start: The ``time.perf_counter()`` value the workload started at.
+    after_first: What ``timing.warm_up``'s ``after_first`` returned.
+  """
+
+  params: PyTree
+  runners: dict[str, timing.StepRunner]
+  times: dict[str, timing.Timings]
+  start: float
+  after_first: Any = None
+
+  @property
+  def windowed(self) -> list[str]:
+    """The variants with a period > 1, in timing order."""
+    return [n for n, r in self.runners.items() if r.period > 1]
+
+  def head(self, batch_size: int) -> dict[str, Any]:
+    """The fields that start the workload's JSON section: ``num_params``,
+    ``batch_size`` and the median, mean and minimum step ms."""
+    return {
+      "num_params": num_params(self.params),
+      "batch_size": batch_size,
+      **timing.step_ms(self.times, "median", "mean", "min"),
+    }
+
+  def tail(
+    self, before_checks: Mapping[str, Any] | None = None, **fields: Any
+  ) -> dict[str, Any]:
+    """The fields that end it: ``first_step_loss``, ``before_checks``, then
+    :func:`workload_checks` with ``fields``."""
+    return {
+      "first_step_loss": {n: r.first_loss for n, r in self.runners.items()},
+      **(before_checks or {}),
+      **workload_checks(self.runners, self.times, self.start, **fields),
+    }
+
+
+def time_variants(
+  workload: Workload,
+  settings: Settings,
+  variants: Mapping[str, Variant],
+  log: Callable[[str], None],
+  seed: int = 0,
+  *,
+  after_first: Callable[[Mapping[str, timing.Runner]], Any] | None = None,
+  whole_periods: bool = False,
+  summary: str = "median",
+) -> VariantTimes:
+  """Warms up and times the chosen variants of one workload.
+
+  Args:
+    workload: The model and its inputs.
+    settings: The run's settings (batch size, steps, rounds, variants).
+    variants: Every variant, in timing order.
+    log: Where the progress goes.
+    seed: Of the initialization.
+    after_first: See ``timing.warm_up``.
+    whole_periods: See ``timing.warm_up``.
+    summary: The per-round figure logged (``timing.time_interleaved``).
+
+  Returns:
+    The runners, their timings and the start time.
+  """
+  start = time.perf_counter()
+  params, runners = variant_runners(
+    workload, settings.batch_size, variants, settings.variants, log, seed
+  )
+  first = timing.warm_up(
+    runners, log=log, whole_periods=whole_periods, after_first=after_first
+  )
+  times = timing.time_interleaved(
+    runners, settings.steps, settings.rounds, log=log, summary=summary
+  )
+  return VariantTimes(params, runners, times, start, first)
 
 
 # ---- settings ----------------------------------------------------------------
@@ -308,19 +418,16 @@ def add_run_args(
     help=f"Comma-separated subset of: {','.join(allowed)}. "
     f"{default('workloads')}.",
   )
-  parser.add_argument(
-    "--batch-size", type=int, default=None,
-    help=f"{default('batch_size')}.{batch_note}",
-  )
-  parser.add_argument(
-    "--steps", type=int, default=None,
-    help=f"Timed steps per variant per round{steps_note}. "
+  helps = {
+    "batch_size": f"{default('batch_size')}.{batch_note}",
+    "steps": f"Timed steps per variant per round{steps_note}. "
     f"{default('steps')}.",
-  )
-  parser.add_argument(
-    "--rounds", type=int, default=None,
-    help=f"Interleaved rounds. {default('rounds')}.",
-  )
+    "rounds": f"Interleaved rounds. {default('rounds')}.",
+  }
+  for field, text in helps.items():
+    parser.add_argument(
+      "--" + field.replace("_", "-"), type=int, default=None, help=text
+    )
   parser.add_argument(
     "--json-out", default=None, help="Also write the JSON object to this path."
   )
@@ -363,6 +470,167 @@ def run_settings(
       f"{', '.join(map(str, counts))}."
     )
   return names, *counts
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """A run's settings, resolved (:func:`run_settings`) and validated.
+
+  Attributes:
+    workloads: The names of the workloads to run, in order.
+    batch_size: Examples in the fixed batch.
+    steps: Timed steps per variant per round.
+    rounds: Interleaved rounds.
+    variants: The ``--variants`` chosen (empty where a script has none).
+    malloc_no_mmap: Whether ``--malloc-no-mmap`` took effect.
+    args: All the parsed flags.
+  """
+
+  workloads: list[str]
+  batch_size: int
+  steps: int
+  rounds: int
+  variants: list[str]
+  malloc_no_mmap: bool
+  args: argparse.Namespace
+
+  def fields(self, *names: str) -> dict[str, Any]:
+    """These settings by name, e.g. for a ``config`` section."""
+    return {name: getattr(self, name) for name in names}
+
+
+Section = Callable[[Settings], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Script:
+  """What a benchmark script declares once, and its flags and ``main``.
+
+  Attributes:
+    name: The script's name (the ``benchmark`` field of its output).
+    workloads: Its workloads, by name (:func:`workloads`).
+    cpu: Its defaults on CPU.
+    accelerator: Its defaults on an accelerator.
+    make_variants: Builds every :class:`Variant` the script times, by name
+      in timing order (the names ``--variants`` allows); None: the script
+      has no variants and no such flag.
+  """
+
+  name: str
+  workloads: Mapping[str, Callable[[], Workload]]
+  cpu: Defaults
+  accelerator: Defaults
+  make_variants: Callable[[], dict[str, Variant]] | None = None
+
+  @property
+  def variants(self) -> tuple[str, ...]:
+    """The names of the variants, in timing order (empty: none)."""
+    return tuple(self.make_variants()) if self.make_variants else ()
+
+  def log(self, message: str) -> None:
+    """Progress on stderr, after the script's name (:func:`make_log`)."""
+    make_log(self.name)(message)
+
+  def time_variants(
+    self, workload: Workload, settings: Settings, seed: int = 0, **kwargs: Any
+  ) -> VariantTimes:
+    """:func:`time_variants` of freshly built variants, logged.
+
+    Args:
+      workload: The model and its inputs.
+      settings: The run's settings.
+      seed: Of the initialization.
+      **kwargs: Options of :func:`time_variants`.
+
+    Returns:
+      The runners, their timings and the start time.
+    """
+    return time_variants(
+      workload, settings, self.make_variants(), self.log, seed, **kwargs
+    )
+
+  def parser(
+    self,
+    doc: str,
+    batch_note: str = "",
+    steps_note: str = "",
+    variants_note: str = ".",
+  ) -> argparse.ArgumentParser:
+    """A parser described by ``doc``'s first line, with the flags of
+    :func:`add_run_args` (and ``--variants``, all by default, where the
+    script has variants; ``variants_note`` ends its help)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_run_args(
+      parser, self.workloads, self.cpu, self.accelerator, batch_note,
+      steps_note,
+    )
+    if self.make_variants:
+      parser.add_argument(
+        "--variants",
+        default=",".join(self.variants),
+        help="Comma-separated subset of: " + ",".join(self.variants)
+        + variants_note,
+      )
+    return parser
+
+  def run(
+    self,
+    args: argparse.Namespace,
+    config: Section,
+    bench: Callable[[Workload, Settings], dict[str, Any]],
+    *,
+    positive: Sequence[str] = (),
+    before: Section | None = None,
+    after: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+  ) -> dict[str, Any]:
+    """The script's ``main``: settings, every workload, then the output.
+
+    ``--malloc-no-mmap`` (where the script defines it) takes effect first;
+    ``wall_s`` counts from just after.
+
+    Args:
+      args: The parsed flags (:meth:`parser` and the script's own).
+      config: The ``config`` section, given the settings.
+      bench: The JSON section of one workload.
+      positive: Further int flags (attribute names) that must be >= 1.
+      before: Further sections, computed and put before ``workloads``.
+      after: Further fields, given the workloads' sections, put after them.
+
+    Returns:
+      The result object (printed and saved to ``--json-out``: :func:`finish`).
+
+    Raises:
+      SystemExit: On a bad setting, naming it.
+    """
+    no_mmap = getattr(args, "malloc_no_mmap", False) and disable_malloc_mmap()
+    start = time.perf_counter()
+    names, batch_size, steps, rounds = run_settings(
+      args, self.workloads, self.cpu, self.accelerator
+    )
+    for attr in positive:
+      if getattr(args, attr) < 1:
+        flag = "--" + attr.replace("_", "-")
+        raise SystemExit(f"{flag} must be >= 1, got {getattr(args, attr)}.")
+    chosen = (
+      parse_names(args.variants, self.variants, "variants")
+      if self.make_variants
+      else []
+    )
+    settings = Settings(
+      names, batch_size, steps, rounds, chosen, no_mmap, args
+    )
+    result: dict[str, Any] = {
+      "benchmark": self.name,
+      "device": device_info(),
+      "config": config(settings),
+      **(before(settings) if before is not None else {}),
+    }
+    result["workloads"] = {
+      name: bench(self.workloads[name](), settings) for name in names
+    }
+    if after is not None:
+      result.update(after(result["workloads"]))
+    return finish(result, start, args.json_out)
 
 
 # ---- output and diagnostics --------------------------------------------------

@@ -90,7 +90,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-import time
 from typing import Any
 
 import jax
@@ -109,9 +108,6 @@ SASSHA_K = 10
 SOPHIA_INTERVAL = 10  # optax.contrib.sophia's default update_interval.
 SAM_TARGET_PERCENT = 2.0
 SASSHA_TARGET_RATIO = 2.2
-CPU_DEFAULTS = common.Defaults("mlp", 256, 20, 15)
-ACCELERATOR_DEFAULTS = common.Defaults("mlp,resnet18", 256, 20, 10)
-WORKLOADS = common.workloads("mlp", "resnet18")
 
 
 # ---- the variants ------------------------------------------------------------
@@ -145,8 +141,15 @@ def make_variants() -> dict[str, common.Variant]:
   }
 
 
-VARIANTS = tuple(make_variants())
-log = common.make_log("flatness_cost")
+SCRIPT = common.Script(
+  "flatness_cost",
+  common.workloads("mlp", "resnet18"),
+  cpu=common.Defaults("mlp", 256, 20, 15),
+  accelerator=common.Defaults("mlp,resnet18", 256, 20, 10),
+  make_variants=make_variants,
+)
+VARIANTS = SCRIPT.variants
+log = SCRIPT.log
 
 
 # ---- one workload ------------------------------------------------------------
@@ -203,43 +206,36 @@ def targets(ratios: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 
 def bench_workload(
-  workload: common.Workload,
-  variants: Sequence[str],
-  batch_size: int,
-  steps: int,
-  rounds: int,
-  with_compiled: bool,
+  workload: common.Workload, settings: common.Settings
 ) -> dict[str, Any]:
   """Times the variants on one workload; returns its JSON section."""
-  start = time.perf_counter()
-  params, runners = common.variant_runners(
-    workload, batch_size, make_variants(), variants, log, SEED
+  run = SCRIPT.time_variants(
+    workload, settings, SEED, after_first=diffs_from_sam_limit
   )
-  diffs = timing.warm_up(runners, log=log, after_first=diffs_from_sam_limit)
-  times = timing.time_interleaved(runners, steps, rounds, log=log)
+  times, runners = run.times, run.runners
   compiled = (
-    common.map_runners(common.compiled_stats, runners) if with_compiled else {}
+    {}
+    if settings.args.no_compiled_stats
+    else common.map_runners(common.compiled_stats, runners)
   )
   ratios = timing.ratios(times, RATIOS)
-  windowed = [n for n, r in runners.items() if r.period > 1]
   return {
-    "num_params": common.num_params(params),
-    "batch_size": batch_size,
-    **timing.step_ms(times, "median", "mean", "min"),
+    **run.head(settings.batch_size),
     "window_mean_step_ms": {
-      n: round(times[n].window_mean_ms(), 3) for n in windowed
+      n: round(times[n].window_mean_ms(), 3) for n in run.windowed
     },
     "refresh_and_reuse_step_ms": {
-      n: refresh_reuse_ms(times[n], runners[n].period) for n in windowed
+      n: refresh_reuse_ms(times[n], runners[n].period) for n in run.windowed
     },
     "ratios": ratios,
     "per_round_sam_ours_over_sam_limit": timing.per_round_ratios(
       times, "sam_ours", "sam_limit"
     ),
     "targets": targets(ratios),
-    "first_step_loss": {n: r.first_loss for n, r in runners.items()},
-    "max_param_diff_from_sam_limit_after_one_step": diffs,
-    **common.workload_checks(runners, times, start, compiled=compiled),
+    **run.tail(
+      {"max_param_diff_from_sam_limit_after_one_step": run.after_first},
+      compiled=compiled,
+    ),
   }
 
 
@@ -247,22 +243,14 @@ def bench_workload(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  common.add_run_args(
-    parser,
-    WORKLOADS,
-    CPU_DEFAULTS,
-    ACCELERATOR_DEFAULTS,
+  parser = SCRIPT.parser(
+    __doc__,
     batch_note=" ResNet-18 on CPU: pass a small one, e.g. 16.",
     steps_note=" (sassha and sophia_optax: rounded up to whole 10-step "
     "windows)",
-  )
-  parser.add_argument(
-    "--variants",
-    default=",".join(VARIANTS),
-    help="Comma-separated subset of: " + ",".join(VARIANTS) + " (ratios "
-    "whose two variants both ran are reported). ResNet-18 on CPU: leave out "
-    "sassha and sophia_optax (see the module docstring).",
+    variants_note=" (ratios whose two variants both ran are reported). "
+    "ResNet-18 on CPU: leave out sassha and sophia_optax (see the module "
+    "docstring).",
   )
   parser.add_argument(
     "--malloc-no-mmap",
@@ -279,49 +267,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  args = parse_args(argv)
-  no_mmap = args.malloc_no_mmap and common.disable_malloc_mmap()
-  start = time.perf_counter()
-  names, batch_size, steps, rounds = common.run_settings(
-    args, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS
-  )
-  variants = common.parse_names(args.variants, VARIANTS, "variants")
-  result: dict[str, Any] = {
-    "benchmark": "flatness_cost",
-    "device": common.device_info(),
-    "config": {
-      "batch_size": batch_size,
-      "steps": steps,
-      "rounds": rounds,
-      "warmup": timing.WARMUP_STEPS,
-      "variants": variants,
-      "malloc_no_mmap": no_mmap,
-      "outer_optimizer": "sgd(0.1, momentum=0.9)",
-      "sam_rho": RHO,
-      "sam_optax": "contrib.sam(sgd, chain(contrib.normalize(), sgd(rho)), "
-      "sync_period=2, opaque_mode=True)",
-      "sassha": f"flatness.sassha(0.15, rho=0.2, k={SASSHA_K})",
-      "adamw": "adamw(1e-3)",
-      "sophia_optax": f"contrib.sophia(1e-3, update_interval="
-      f"{SOPHIA_INTERVAL})",
-      "targets": {
-        "sam_ours_over_sam_limit_percent": SAM_TARGET_PERCENT,
-        "sassha_mean_over_adamw_mean_resnet18": SASSHA_TARGET_RATIO,
-      },
+def config(settings: common.Settings) -> dict[str, Any]:
+  """The ``config`` section of the output."""
+  return {
+    **settings.fields("batch_size", "steps", "rounds"),
+    "warmup": timing.WARMUP_STEPS,
+    **settings.fields("variants", "malloc_no_mmap"),
+    "outer_optimizer": "sgd(0.1, momentum=0.9)",
+    "sam_rho": RHO,
+    "sam_optax": "contrib.sam(sgd, chain(contrib.normalize(), sgd(rho)), "
+    "sync_period=2, opaque_mode=True)",
+    "sassha": f"flatness.sassha(0.15, rho=0.2, k={SASSHA_K})",
+    "adamw": "adamw(1e-3)",
+    "sophia_optax": f"contrib.sophia(1e-3, update_interval="
+    f"{SOPHIA_INTERVAL})",
+    "targets": {
+      "sam_ours_over_sam_limit_percent": SAM_TARGET_PERCENT,
+      "sassha_mean_over_adamw_mean_resnet18": SASSHA_TARGET_RATIO,
     },
-    "workloads": {},
   }
-  for name in names:
-    result["workloads"][name] = bench_workload(
-      WORKLOADS[name](),
-      variants,
-      batch_size,
-      steps,
-      rounds,
-      not args.no_compiled_stats,
-    )
-  return common.finish(result, start, args.json_out)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  return SCRIPT.run(parse_args(argv), config, bench_workload)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-import time
 from typing import Any
 
 import optax
@@ -74,9 +73,6 @@ LAM = 1e-3
 DUAL_PERIOD = 32
 SPARSITY = 0.9
 TOTAL_STEPS = 10_000  # of SAFE's cosine penalty ramp (no effect on cost)
-CPU_DEFAULTS = common.Defaults("mlp", 256, 32, 15)
-ACCELERATOR_DEFAULTS = common.Defaults("mlp,resnet18,vit_s", 256, 64, 10)
-WORKLOADS = common.workloads("mlp", "resnet18", "vit_s")
 
 
 def make_variants() -> dict[str, common.Variant]:
@@ -107,11 +103,18 @@ def make_variants() -> dict[str, common.Variant]:
   }
 
 
-VARIANTS = tuple(make_variants())
+SCRIPT = common.Script(
+  "safe_cost",
+  common.workloads("mlp", "resnet18", "vit_s"),
+  cpu=common.Defaults("mlp", 256, 32, 15),
+  accelerator=common.Defaults("mlp,resnet18,vit_s", 256, 64, 10),
+  make_variants=make_variants,
+)
+VARIANTS = SCRIPT.variants
 # ``numerator/denominator`` of every reported ratio.
 RATIOS = ("sam/sgd", "admm/sgd", "safe/sgd", "safe/sam", "safe/admm")
 
-log = common.make_log("safe_cost")
+log = SCRIPT.log
 
 
 def projection_split_ms(
@@ -125,86 +128,50 @@ def projection_split_ms(
 
 
 def bench_workload(
-  workload: common.Workload,
-  variants: Sequence[str],
-  batch_size: int,
-  steps: int,
-  rounds: int,
+  workload: common.Workload, settings: common.Settings
 ) -> dict[str, Any]:
   """Times the variants on one workload; returns its JSON section."""
-  start = time.perf_counter()
-  params, runners = common.variant_runners(
-    workload, batch_size, make_variants(), variants, log
-  )
   # Whole dual periods, so timing starts at a period boundary.
-  timing.warm_up(runners, log=log, whole_periods=True)
-  times = timing.time_interleaved(
-    runners, steps, rounds, log=log, summary="mean"
+  run = SCRIPT.time_variants(
+    workload, settings, whole_periods=True, summary="mean"
   )
-  windowed = [n for n, r in runners.items() if r.period > 1]
   return {
-    "num_params": common.num_params(params),
-    "batch_size": batch_size,
-    **timing.step_ms(times, "median", "mean", "min"),
+    **run.head(settings.batch_size),
     "projection_and_plain_step_ms": {
-      n: projection_split_ms(times[n], runners[n].period) for n in windowed
+      n: projection_split_ms(run.times[n], run.runners[n].period)
+      for n in run.windowed
     },
-    "ratios": timing.ratios(times, RATIOS),
-    "first_step_loss": {n: r.first_loss for n, r in runners.items()},
-    **common.workload_checks(runners, times, start),
+    "ratios": timing.ratios(run.times, RATIOS),
+    **run.tail(),
   }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  common.add_run_args(
-    parser,
-    WORKLOADS,
-    CPU_DEFAULTS,
-    ACCELERATOR_DEFAULTS,
+  return SCRIPT.parser(
+    __doc__,
     batch_note=" ResNet-18 on CPU: pass a small one.",
     steps_note=f" (admm and safe: rounded up to whole {DUAL_PERIOD}-step "
     "dual periods)",
-  )
-  parser.add_argument(
-    "--variants",
-    default=",".join(VARIANTS),
-    help="Comma-separated subset of: " + ",".join(VARIANTS) + ".",
-  )
-  return parser.parse_args(argv)
+  ).parse_args(argv)
+
+
+def config(settings: common.Settings) -> dict[str, Any]:
+  """The ``config`` section of the output."""
+  return {
+    **settings.fields("batch_size", "steps", "rounds", "variants"),
+    "base_optimizer": "sgd(0.1, momentum=0.9)",
+    "sam": f"chain(flatsparse.sam(rho={RHO}), sgd)",
+    "projection": f"Projection(sparsity={SPARSITY}, scope='layer', "
+    "importance='magnitude')",
+    "admm": f"safe.admm(sgd, projection, lam={LAM}, "
+    f"dual_period={DUAL_PERIOD})",
+    "safe": f"safe.safe(sgd, projection, lam={LAM}, rho={RHO}, "
+    f"dual_period={DUAL_PERIOD})",
+  }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  args = parse_args(argv)
-  start = time.perf_counter()
-  names, batch_size, steps, rounds = common.run_settings(
-    args, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS
-  )
-  variants = common.parse_names(args.variants, VARIANTS, "variants")
-  result: dict[str, Any] = {
-    "benchmark": "safe_cost",
-    "device": common.device_info(),
-    "config": {
-      "batch_size": batch_size,
-      "steps": steps,
-      "rounds": rounds,
-      "variants": variants,
-      "base_optimizer": "sgd(0.1, momentum=0.9)",
-      "sam": f"chain(flatsparse.sam(rho={RHO}), sgd)",
-      "projection": f"Projection(sparsity={SPARSITY}, scope='layer', "
-      "importance='magnitude')",
-      "admm": f"safe.admm(sgd, projection, lam={LAM}, "
-      f"dual_period={DUAL_PERIOD})",
-      "safe": f"safe.safe(sgd, projection, lam={LAM}, rho={RHO}, "
-      f"dual_period={DUAL_PERIOD})",
-    },
-    "workloads": {},
-  }
-  for name in names:
-    result["workloads"][name] = bench_workload(
-      WORKLOADS[name](), variants, batch_size, steps, rounds
-    )
-  return common.finish(result, start, args.json_out)
+  return SCRIPT.run(parse_args(argv), config, bench_workload)
 
 
 if __name__ == "__main__":

@@ -77,10 +77,13 @@ GRADUAL_WINDOW = 100
 GRADUAL_FREQ = 10
 NEVER = 10**9  # A schedule start step that timing never reaches.
 LEAF_SHAPE = (1024, 1024)
-CPU_DEFAULTS = common.Defaults("mlp", 256, 20, 7)
-ACCELERATOR_DEFAULTS = common.Defaults("mlp,resnet18", 256, 20, 7)
-WORKLOADS = common.workloads("mlp", "resnet18")
-log = common.make_log("sparsity_overhead")
+SCRIPT = common.Script(
+  "sparsity_overhead",
+  common.workloads("mlp", "resnet18"),
+  cpu=common.Defaults("mlp", 256, 20, 7),
+  accelerator=common.Defaults("mlp,resnet18", 256, 20, 7),
+)
+log = SCRIPT.log
 
 
 # ---- the transforms ----------------------------------------------------------
@@ -182,10 +185,9 @@ def make_runners(
 ) -> tuple[dict[str, timing.StepRunner], dict[str, timing.Runner]]:
   """Every train-step variant (``gradual``: a fresh window per run), and
   the two all-leaf mask functions."""
-  has_bs = bool(jax.tree.leaves(batch_stats))
   train = {
-    name: timing.StepRunner(
-      common.make_step(workload.model, tx, has_bs),
+    name: common.step_runner(
+      workload.model,
       tx,
       params,
       batch_stats,
@@ -236,18 +238,19 @@ def time_runners(
 
 
 def bench_workload(
-  workload: common.Workload,
-  batch_size: int,
-  steps: int,
-  rounds: int,
-  mask_reps: int,
+  workload: common.Workload, settings: common.Settings
 ) -> dict[str, Any]:
   """Times every variant of one workload; returns its JSON section."""
   start = time.perf_counter()
-  batch, params, batch_stats = common.prepare(workload, batch_size, log)
+  batch, params, batch_stats = common.prepare(
+    workload, settings.batch_size, log
+  )
   train, masks = make_runners(workload, params, batch_stats, batch)
-  reps = {**dict.fromkeys(train, steps), **dict.fromkeys(masks, mask_reps)}
-  times = time_runners({**train, **masks}, reps, rounds)
+  reps = {
+    **dict.fromkeys(train, settings.steps),
+    **dict.fromkeys(masks, settings.args.mask_reps),
+  }
+  times = time_runners({**train, **masks}, reps, settings.rounds)
 
   ms = {name: t.ms("median") for name, t in times.items()}
   gradual_ms = times["gradual"].window_mean_ms()
@@ -304,8 +307,7 @@ def bench_leaf(rounds: int, reps: int) -> dict[str, float]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  common.add_run_args(parser, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS)
+  parser = SCRIPT.parser(__doc__)
   parser.add_argument(
     "--mask-reps",
     type=int,
@@ -321,39 +323,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  args = parse_args(argv)
-  no_mmap = args.malloc_no_mmap and common.disable_malloc_mmap()
-  start = time.perf_counter()
-  names, batch_size, steps, rounds = common.run_settings(
-    args, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS
-  )
-  if args.mask_reps < 1:
-    raise SystemExit(f"--mask-reps must be >= 1, got {args.mask_reps}.")
-  result: dict[str, Any] = {
-    "benchmark": "sparsity_overhead",
-    "device": common.device_info(),
-    "config": {
-      "steps": steps,
-      "rounds": rounds,
-      "mask_reps": args.mask_reps,
-      "warmup": timing.WARMUP_STEPS,
-      "malloc_no_mmap": no_mmap,
-      "batch_size": batch_size,
-      "sparsity": SPARSITY,
-      "optimizer": "sgd(0.1, momentum=0.9)",
-      "gradual": f"Polynomial(update_freq={GRADUAL_FREQ}, "
-      f"0 -> {GRADUAL_WINDOW}), {GRADUAL_WINDOW}-step "
-      "window per round",
-    },
-    "leaf_1024x1024": bench_leaf(rounds, args.mask_reps),
-    "workloads": {},
+def config(settings: common.Settings) -> dict[str, Any]:
+  """The ``config`` section of the output."""
+  return {
+    **settings.fields("steps", "rounds"),
+    "mask_reps": settings.args.mask_reps,
+    "warmup": timing.WARMUP_STEPS,
+    **settings.fields("malloc_no_mmap", "batch_size"),
+    "sparsity": SPARSITY,
+    "optimizer": "sgd(0.1, momentum=0.9)",
+    "gradual": f"Polynomial(update_freq={GRADUAL_FREQ}, "
+    f"0 -> {GRADUAL_WINDOW}), {GRADUAL_WINDOW}-step "
+    "window per round",
   }
-  for name in names:
-    result["workloads"][name] = bench_workload(
-      WORKLOADS[name](), batch_size, steps, rounds, args.mask_reps
-    )
-  return common.finish(result, start, args.json_out)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  return SCRIPT.run(
+    parse_args(argv),
+    config,
+    bench_workload,
+    positive=("mask_reps",),
+    before=lambda s: {
+      "leaf_1024x1024": bench_leaf(s.rounds, s.args.mask_reps)
+    },
+  )
 
 
 if __name__ == "__main__":

@@ -70,10 +70,13 @@ from flatsparse.train.step import make_train_step
 
 TARGET_PERCENT = 3.0
 SEED = 0
-CPU_DEFAULTS = common.Defaults("resnet18,vit_s", 32, 4, 5)
-ACCELERATOR_DEFAULTS = common.Defaults("resnet18,vit_s", 256, 20, 7)
-WORKLOADS = common.workloads("resnet18", "vit_s")
-log = common.make_log("train_throughput")
+SCRIPT = common.Script(
+  "train_throughput",
+  common.workloads("resnet18", "vit_s"),
+  cpu=common.Defaults("resnet18,vit_s", 32, 4, 5),
+  accelerator=common.Defaults("resnet18,vit_s", 256, 20, 7),
+)
+log = SCRIPT.log
 
 
 class PlatformRunner(timing.Runner):
@@ -104,13 +107,10 @@ class PlatformRunner(timing.Runner):
 
 
 def bench_workload(
-  workload: common.Workload,
-  batch_size: int,
-  steps: int,
-  rounds: int,
-  warmup: int,
+  workload: common.Workload, settings: common.Settings
 ) -> dict[str, Any]:
   """Times both steps on one workload; returns its JSON section."""
+  batch_size, warmup = settings.batch_size, settings.args.warmup
   start = time.perf_counter()
   log(f"workload {workload.name}, batch {batch_size}")
   tx = common.sgd()
@@ -119,17 +119,12 @@ def bench_workload(
     x[:1]
   )
   # Each variant owns (and donates) its own copy of the same initial state.
-  has_bs = bool(jax.tree.leaves(state.batch_stats))
   runners: dict[str, timing.Runner] = {
     "platform": PlatformRunner(
       workload.model, tx, timing.copy_tree(state), x, y
     ),
-    "minimal": timing.StepRunner(
-      common.make_step(workload.model, tx, has_bs),
-      tx,
-      state.params,
-      state.batch_stats,
-      (x, y),
+    "minimal": common.step_runner(
+      workload.model, tx, state.params, state.batch_stats, (x, y)
     ),
   }
   num_params = common.num_params(state.params)
@@ -137,7 +132,9 @@ def bench_workload(
 
   # One after the other: each compile time on its own.
   timing.warm_up(runners, warmup, log=log, threads=False)
-  times = timing.time_interleaved(runners, steps, rounds, log=log)
+  times = timing.time_interleaved(
+    runners, settings.steps, settings.rounds, log=log
+  )
   median_ms = {name: t.ms("median") for name, t in times.items()}
   min_ms = {name: t.ms("min") for name, t in times.items()}
   ratio = median_ms["platform"] / median_ms["minimal"]
@@ -173,43 +170,35 @@ def bench_workload(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  common.add_run_args(parser, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS)
+  parser = SCRIPT.parser(__doc__)
   parser.add_argument(
     "--warmup", type=int, default=2, help="Untimed steps per variant (>= 1)."
   )
   return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  args = parse_args(argv)
-  start = time.perf_counter()
-  names, batch_size, steps, rounds = common.run_settings(
-    args, WORKLOADS, CPU_DEFAULTS, ACCELERATOR_DEFAULTS
-  )
-  if args.warmup < 1:
-    raise SystemExit(f"--warmup must be >= 1, got {args.warmup}.")
-  result: dict[str, Any] = {
-    "benchmark": "train_throughput",
-    "device": common.device_info(),
-    "config": {
-      "batch_size": batch_size,
-      "steps": steps,
-      "rounds": rounds,
-      "warmup": args.warmup,
-      "optimizer": "sgd(0.1, momentum=0.9)",
-      "target_overhead_percent": TARGET_PERCENT,
-    },
-    "workloads": {},
+def config(settings: common.Settings) -> dict[str, Any]:
+  """The ``config`` section of the output."""
+  return {
+    **settings.fields("batch_size", "steps", "rounds"),
+    "warmup": settings.args.warmup,
+    "optimizer": "sgd(0.1, momentum=0.9)",
+    "target_overhead_percent": TARGET_PERCENT,
   }
-  for name in names:
-    result["workloads"][name] = bench_workload(
-      WORKLOADS[name](), batch_size, steps, rounds, args.warmup
-    )
-  result["all_within_target"] = all(
-    w["within_target"] for w in result["workloads"].values()
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  return SCRIPT.run(
+    parse_args(argv),
+    config,
+    bench_workload,
+    positive=("warmup",),
+    after=lambda workloads: {
+      "all_within_target": all(
+        w["within_target"] for w in workloads.values()
+      )
+    },
   )
-  return common.finish(result, start, args.json_out)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def get_config(variant: str = "gmp") -> ml_collections.ConfigDict:
     c.sparsity = None
   elif variant == "rigl":
     c.sparsity = ml_collections.ConfigDict(dict(
-        algorithm="rigl", sparsity=0.9, dist_type="erk", schedule="periodic",
+        algorithm="rigl", sparsity=0.9, distribution="erk", schedule="periodic",
         update_freq=100, update_end_step=150 * _EPOCH, drop_fraction=0.3,
         drop_fraction_end_step=150 * _EPOCH))
   elif variant == "tiny":

@@ -10,11 +10,13 @@ Run (about 3.5 minutes on 2 CPU cores, no network):
   python -m experiments.study --config=configs/flagship_digits.py \
       --workdir=workdirs/demo
 Variants: `tiny` (one seed, few steps; what the tests run).
+The study's runs: `variants(config)`, one per entry of `config.variants`.
 """
 
 import ml_collections
 
 from configs import digits_mlp
+from flatsparse import study
 from flatsparse.train import config_schema
 
 _GMP = dict(algorithm="magnitude", sparsity=0.9, schedule="polynomial",
@@ -23,12 +25,20 @@ _SGD = dict(name="sgd", learning_rate=0.1, momentum=0.9, schedule="cosine",
             weight_decay=1e-4)
 # lambda, rho, K as tuned on a held-out split in configs/safe_digits.py.
 _SAFE = dict(name="safe", sparsity=0.9, lam=0.3, rho=0.2, dual_period=32)
-_RIGL = dict(algorithm="rigl", sparsity=0.9, dist_type="erk",
+_RIGL = dict(algorithm="rigl", sparsity=0.9, distribution="erk",
              schedule="periodic", update_freq=100, update_end_step=1100,
              drop_fraction=0.3, drop_fraction_end_step=1100)
 
 
 VARIANTS = ("", "tiny")
+
+
+def variants(c: ml_collections.ConfigDict) -> list[study.Variant]:
+  """The study's variants: one per entry of ``c.variants`` (``{name:
+  top-level overrides}``, so each stays overridable on the command line),
+  in name order."""
+  return [study.Variant(name, study.plain(overrides))
+          for name, overrides in c.variants.items()]
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:

@@ -36,24 +36,27 @@ from typing import Any
 import ml_collections
 
 from configs import cifar10_resnet20
+from configs import safe_digits
 from flatsparse.train import config_schema
 
-S = "$sparsity"  # filled in by experiments/sparsity_sweep.py
 EPOCH = 50_000 // 128
 BN_EXAMPLES = 10_000
 MODELS = {"resnet20": "resnet20", "resnet32": "resnet32", "vgg19": "vgg19"}
 ORDER = ("dense", "gmp", "iht", "admm", "sam_gmp", "safe", "safe_plus")
 VARIANTS = (*MODELS, "label_noise", "tiny")
+# The sweep's shape is the digits study's: per label-noise level, dense once
+# and every pruning method at every sparsity.
+variants = safe_digits.variants
 
 
 def methods(epoch: int = EPOCH, dual_period: int = 32
             ) -> dict[str, dict[str, Any]]:
-  """The six methods of the paper's recipe (``epoch`` steps per epoch)."""
-  gmp = {"algorithm": "global_magnitude", "sparsity": S,
-         "schedule": "polynomial", "update_freq": epoch,
-         "update_start_step": 10 * epoch, "update_end_step": 150 * epoch}
-  common = {"sparsity": S, "scope": "global",
-            "bn_recalibration_examples": BN_EXAMPLES}
+  """The six methods of the paper's recipe (``epoch`` steps per epoch);
+  :func:`variants` sets each run's sparsity."""
+  gmp = {"algorithm": "global_magnitude", "schedule": "polynomial",
+         "update_freq": epoch, "update_start_step": 10 * epoch,
+         "update_end_step": 150 * epoch}
+  common = {"scope": "global", "bn_recalibration_examples": BN_EXAMPLES}
   return {
       "dense": {},
       "gmp": {"sparsity": gmp},

@@ -18,6 +18,7 @@ import ml_collections
 from configs import safe_cifar10
 
 VARIANTS = safe_cifar10.VARIANTS
+variants = safe_cifar10.variants  # the sweep: experiments/sparsity_sweep.py
 
 
 def get_config(variant: str = "resnet32") -> ml_collections.ConfigDict:

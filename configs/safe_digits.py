@@ -39,9 +39,9 @@ from typing import Any
 import ml_collections
 
 from configs import digits_mlp
+from flatsparse import study
 from flatsparse.train import config_schema
 
-S = "$sparsity"  # filled in by experiments/sparsity_sweep.py
 STEPS = 1500
 
 # Tuned on the validation split (variants tune_*).
@@ -69,8 +69,8 @@ def base() -> ml_collections.ConfigDict:
 
 
 def gmp(end: int = GMP_END, freq: int = 50) -> dict[str, Any]:
-  """GMP to the sweep's sparsity: polynomial from step 0 to ``end``."""
-  return {"algorithm": "magnitude", "sparsity": S, "schedule": "polynomial",
+  """GMP (to each run's sparsity): polynomial from step 0 to ``end``."""
+  return {"algorithm": "magnitude", "schedule": "polynomial",
           "update_freq": freq, "update_start_step": 0,
           "update_end_step": end}
 
@@ -80,18 +80,30 @@ def methods(gmp_end: int = GMP_END, sam_rho: float = SAM_RHO,
             admm: dict[str, Any] | None = None,
             safe: dict[str, Any] | None = None) -> dict[str, Any]:
   """``{name: top-level overrides}`` of the seven methods (SAFE+ shares
-  SAFE's hyperparameters)."""
+  SAFE's hyperparameters); :func:`variants` sets each run's sparsity."""
   return {
       "dense": {},
       "gmp": {"sparsity": gmp(gmp_end)},
-      "iht": {"safe": dict(name="iht", sparsity=S, **(iht or IHT))},
-      "admm": {"safe": dict(name="admm", sparsity=S, **(admm or ADMM))},
+      "iht": {"safe": dict(name="iht", **(iht or IHT))},
+      "admm": {"safe": dict(name="admm", **(admm or ADMM))},
       "sam_gmp": {"sparsity": gmp(gmp_end),
                   "flatness": {"name": "sam", "rho": sam_rho}},
-      "safe": {"safe": dict(name="safe", sparsity=S, **(safe or SAFE))},
-      "safe_plus": {"safe": dict(name="safe_plus", sparsity=S,
-                                 importance="activation", **(safe or SAFE))},
+      "safe": {"safe": dict(name="safe", **(safe or SAFE))},
+      "safe_plus": {"safe": dict(name="safe_plus", importance="activation",
+                                 **(safe or SAFE))},
   }
+
+
+def variants(c: ml_collections.ConfigDict) -> list[study.Variant]:
+  """The sweep (what ``experiments/sparsity_sweep.py`` runs): per level of
+  ``c.label_noise`` (if any), the methods of ``c.methods`` in ``c.order``,
+  each pruning one at every target of ``c.sparsities`` (as its pruning
+  section's ``sparsity``), the dense one once."""
+  return study.product(
+      study.label_noise_axis(c.get("label_noise") or (),
+                             c.get("noise_kind") or "symmetric",
+                             c.get("noise_seed") or 0),
+      study.sparsity_axis(c.methods, c.sparsities, c.get("order")))
 
 
 def _name(prefix: str, **values: Any) -> str:
@@ -110,21 +122,21 @@ def tuning_methods(variant: str) -> dict[str, Any]:
             for r in (0.02, 0.05, 0.1, 0.2)}
   if variant == "tune_iht":
     return {_name("iht", start=s, period=p): {"safe": {
-        "name": "iht", "sparsity": S, "start_step": s, "period": p}}
+        "name": "iht", "start_step": s, "period": p}}
             for s in (0, 300, 750) for p in (1, 32)}
   if variant == "tune_admm":
     return {_name("admm", lam=lam, K=k): {"safe": {
-        "name": "admm", "sparsity": S, "lam": lam, "dual_period": k}}
+        "name": "admm", "lam": lam, "dual_period": k}}
             for lam in (1e-3, 1e-2, 3e-2, 1e-1, 3e-1) for k in (8, 32)}
   if variant == "tune_safe":
     return {_name("safe", lam=lam, K=k): {"safe": {
-        "name": "safe", "sparsity": S, "lam": lam, "rho": 0.1,
+        "name": "safe", "lam": lam, "rho": 0.1,
         "dual_period": k}}
             for lam in (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
             for k in (8, 32, 128)}
   if variant == "tune_safe_rho":
     return {_name("safe", rho=r): {"safe": {
-        "name": "safe", "sparsity": S, **SAFE, "rho": r}}
+        "name": "safe", **SAFE, "rho": r}}
             for r in (0.02, 0.05, 0.1, 0.2, 0.5)}
   raise ValueError(f"Unknown variant {variant!r}; allowed: '', tiny, "
                    f"{', '.join(TUNING_VARIANTS)}.")

@@ -26,6 +26,7 @@ from flatsparse.train import config_schema
 # SAM+GMP is the control: is SAFE's robustness SAM's alone?
 METHODS = ("dense", "gmp", "admm", "sam_gmp", "safe")
 VARIANTS = ("", "tiny")
+variants = safe_digits.variants  # the sweep, per label-noise level
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:

@@ -1,23 +1,35 @@
-"""What every experiment main shares: config-flag errors, a quiet console.
+"""The one flags helper of the experiment mains: the shared flags, config-flag
+errors, a quiet console.
 
-Each main (train, study, sparsity_sweep, overparam) calls :func:`define_flags`
-in its own ``define_flags``, :func:`setup_logging` first thing in ``main`` and
-runs with :func:`run`:
+Each main (train, study, sparsity_sweep, overparam, report) calls
+:func:`define_flags` under ``if __name__ == '__main__'`` (defining flags at
+import would make two mains collide when both are imported, e.g. by
+pytest-xdist), then :func:`run`; ``main`` reads the values with
+:func:`config`, :func:`workdir` and :func:`config_module`, and calls
+:func:`setup_logging` first:
 
+- ``--config`` (a config file, ``path.py[:variant]``, with overrides
+  ``--config.key=value``), ``--workdir`` (required) and
+  ``--log_to_console``.
 - A bad override (``--config.optimizer.lrr=0.1``, a typo; a key inside a
   section that is None) exits with one line naming the key, the keys allowed
   at that level and the closest one, instead of a traceback.
 - Library logs (orbax's checkpointing, absl INFO, jax's platform messages) go
   to ``<workdir>/log.txt``; the terminal keeps the progress line, the results
   and warnings. ``--log_to_console`` shows everything there too (as before).
+- Study configs give their sweep as code: :func:`config_variants` calls
+  ``variants(config)`` of the ``--config`` file's module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+import importlib.util
 import os
 import re
 import sys
+import time
+import types
 from typing import Any
 
 from absl import app
@@ -29,16 +41,78 @@ from flatsparse.train import config_schema
 
 LOG_FILE = "log.txt"
 
-_LOG_TO_CONSOLE = None
+_FLAGS: dict[str, flags.FlagHolder] = {}
 
 
-def define_flags() -> None:
-  """Defines the shared flags (call from the main's ``define_flags``)."""
-  global _LOG_TO_CONSOLE
-  _LOG_TO_CONSOLE = flags.DEFINE_bool(
+def define_flags(config: str | None = None, *,
+                 workdir: str | None = "Where the runs are written.",
+                 lock_config: bool = False) -> None:
+  """Defines the flags every main shares; call once, under ``__main__``.
+
+  Args:
+    config: the help of a required ``--config`` flag (a config file), or
+      None for no such flag.
+    workdir: the help of a required ``--workdir`` flag, or None for none.
+    lock_config: lock the config (a typo in ``main`` raises instead of
+      adding a key).
+  """
+  if config is not None:
+    _FLAGS["config"] = config_flags.DEFINE_config_file(
+        "config", None, config, lock_config=lock_config)
+    flags.mark_flag_as_required("config")
+  if workdir is not None:
+    _FLAGS["workdir"] = flags.DEFINE_string("workdir", None, workdir,
+                                            required=True)
+  _FLAGS["log_to_console"] = flags.DEFINE_bool(
       "log_to_console", False,
       f"Also print library logs (orbax, absl INFO) on the console; they "
       f"always go to <workdir>/{LOG_FILE}.")
+
+
+def _holder(name: str) -> flags.FlagHolder:
+  if name not in _FLAGS:
+    raise ValueError(f"--{name} is not defined; call cli.define_flags("
+                     f"{'config=...' if name == 'config' else ''}) first.")
+  return _FLAGS[name]
+
+
+def config() -> Any:
+  """The value of ``--config`` (with its command-line overrides)."""
+  return _holder("config").value
+
+
+def workdir() -> str:
+  """The value of ``--workdir``."""
+  return _holder("workdir").value
+
+
+def config_module() -> types.ModuleType:
+  """The module of the ``--config`` file (its ``variants``, constants)."""
+  path = config_flags.get_config_filename(flags.FLAGS["config"])
+  return load_config_module(path.split(":", 1)[0])
+
+
+def config_variants(config: Any) -> list[Any]:
+  """The sweep of a study config: ``variants(config)`` of its module (a
+  list of ``flatsparse.study.Variant``)."""
+  module = config_module()
+  if not callable(getattr(module, "variants", None)):
+    raise ValueError(
+        f"{module.__file__} defines no variants(config); a study config "
+        "module returns its sweep from it (a list of "
+        "flatsparse.study.Variant), e.g. configs/safe_digits.py.")
+  return module.variants(config)
+
+
+def load_config_module(path: str) -> types.ModuleType:
+  """Imports a config file by path (``configs/x.py``) as a module."""
+  name = "study_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None or spec.loader is None:
+    raise ValueError(f"Cannot load the config file {path!r}.")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def setup_logging(workdir: str, to_console: bool | None = None) -> str:
@@ -49,7 +123,8 @@ def setup_logging(workdir: str, to_console: bool | None = None) -> str:
   ``--log_to_console`` flag) every record does.
   """
   if to_console is None:
-    to_console = _LOG_TO_CONSOLE is not None and _LOG_TO_CONSOLE.value
+    holder = _FLAGS.get("log_to_console")
+    to_console = holder is not None and holder.value
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOG_FILE)
   handler = logging.get_absl_handler().python_handler
@@ -62,6 +137,18 @@ def setup_logging(workdir: str, to_console: bool | None = None) -> str:
   elif not flags.FLAGS["stderrthreshold"].present:
     flags.FLAGS.stderrthreshold = "warning"
   return path
+
+
+def print_outputs(paths: Mapping[str, str], start: float,
+                  report: str = "report") -> None:
+  """Prints the markdown file ``paths[report]``, the absolute path of every
+  output and the wall time since ``start`` (a ``time.time()``)."""
+  print()
+  with open(paths[report]) as f:
+    print(f.read())
+  for name, path in paths.items():
+    print(f"{name}: {os.path.abspath(path)}")
+  print(f"Total: {time.time() - start:.0f} s")
 
 
 def _config_flag_names(flag_values: flags.FlagValues) -> list[str]:

@@ -21,10 +21,11 @@ Reproduces the design of Shin, Lee, Andriushchenko & Lee at small scale:
 Per run it records the test accuracy and loss and, on a fixed batch of
 ``config.sharpness.batch_size`` training examples, the sharpness of the
 final parameters (``flatsparse.train.sharpness``, eval mode, restricted to
-the trained weights of sparse models): top Hessian eigenvalue, trace and
-moments ``tr(H^k) / d``. Runs go to ``workdir/<family>/w<width>/<opt>/
-seed_<s>`` (a finished run is only re-evaluated; its record is cached in
-``record.json``); the study writes ``results.json``, ``report.md`` and two
+the trained weights of sparse models: the sparsity wrapper's masks): top
+Hessian eigenvalue, trace and moments ``tr(H^k) / d``. Runs go to
+``workdir/<family>/w<width>/<opt>/seed_<s>`` (a finished run's record is
+cached in ``record.json`` and not trained again; ``flatsparse.study``);
+the study writes ``results.json``, ``report.md`` and two
 PNG plots (SAM-minus-SGD accuracy gap and top eigenvalue against the number
 of trained parameters, mean +- std over seeds of the per-seed differences).
 
@@ -38,48 +39,33 @@ References:
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import json
 import math
 import os
 import time
 from typing import Any
 
-from absl import flags
 import jax
 import jax.numpy as jnp
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-import ml_collections
-from ml_collections import config_flags
 import numpy as np
 
 from experiments import cli
+from flatsparse import sparsity as sparsity_lib
+from flatsparse import study as study_lib
 from flatsparse.sparsity import distributions
 from flatsparse.train import builders
 from flatsparse.train import config_schema
 from flatsparse.train import loop
 from flatsparse.train.sharpness import sharpness
 
-_CONFIG = None
-_WORKDIR = None
-
-
-def define_flags() -> None:
-  """Defines the flags; called only when run as a program, so the
-  experiment modules can be imported together (tests, other mains)."""
-  global _CONFIG, _WORKDIR
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config.")
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs are written.",
-                                 required=True)
-  cli.define_flags()
-
 OPTIMIZERS = ("sgd", "sam")
 SPARSE_METHODS = ("random", "snip")
 FAMILIES = ("dense",) + SPARSE_METHODS
 RECORD = "record.json"
+# Population std over seeds (numpy's default): what every recorded table of
+# this study used (benchmarks/results/studies/overparam_*).
+DDOF = 0
 
 
 # ---- the runs -------------------------------------------------------------
@@ -127,7 +113,7 @@ def sparsity_config(method: str, sparsity: float, snip_algorithm: str
   """A ``flatsparse.sparsity`` config with masks fixed at step 0."""
   if method == "random":
     return {"algorithm": "static_sparse", "sparsity": sparsity,
-            "dist_type": "uniform"}
+            "distribution": "uniform"}
   if method == "snip":
     return {"algorithm": snip_algorithm, "sparsity": sparsity,
             "schedule": "one_shot", "update_start_step": 0}
@@ -135,9 +121,10 @@ def sparsity_config(method: str, sparsity: float, snip_algorithm: str
                    f"{', '.join(SPARSE_METHODS)}.")
 
 
-def plan(study: Any) -> list[dict[str, Any]]:
-  """Every run of the study: ``{family, width, optimizer, seed, sparsity,
-  params_total, config}``."""
+def variants(study: Any) -> list[study_lib.Variant]:
+  """Every (family, width, optimizer) of the study: name
+  ``<family>/w<width>/<optimizer>``, tags ``family``, ``width``,
+  ``optimizer``, ``sparsity`` and ``params_total``."""
   for name in study.optimizers:
     if name not in OPTIMIZERS:
       raise ValueError(f"Unknown optimizer {name!r} in config.optimizers; "
@@ -159,76 +146,68 @@ def plan(study: Any) -> list[dict[str, Any]]:
                                        classes)
         cells.append((method, int(w),
                       matching_sparsity(total, prunable, budget)))
-  runs = []
+  out = []
   for family, width, sparsity in cells:
     model = model_config(study, width)
     total, _ = param_counts(model, sample, classes)
     for opt in study.optimizers:
-      for seed in study.seeds:
-        config = ml_collections.ConfigDict(study.base.to_dict())
-        config.model = model
-        config.seed = int(seed)
-        config.flatness = ({"name": "sam", "rho": float(study.rho)}
-                           if opt == "sam" else None)
-        config.sparsity = (None if family == "dense" else sparsity_config(
-            family, sparsity, sparse.get("snip_algorithm", "saliency")))
-        runs.append({"family": family, "width": width, "optimizer": opt,
-                     "seed": int(seed), "sparsity": sparsity,
-                     "params_total": total, "config": config})
-  return runs
+      out.append(study_lib.Variant(
+          f"{family}/w{width}/{opt}",
+          {"model": model,
+           "flatness": ({"name": "sam", "rho": float(study.rho)}
+                        if opt == "sam" else None),
+           "sparsity": (None if family == "dense" else sparsity_config(
+               family, sparsity, sparse.get("snip_algorithm", "saliency")))},
+          {"family": family, "width": width, "optimizer": opt,
+           "sparsity": sparsity, "params_total": total}))
+  return out
 
 
-def run_dir(workdir: str, run: dict[str, Any]) -> str:
-  return os.path.join(workdir, run["family"], f"w{run['width']}",
-                      run["optimizer"], f"seed_{run['seed']}")
+def plan(study: Any) -> list[study_lib.Run]:
+  """Every run of the study (each variant at every seed), in order."""
+  return study_lib.plan(study.base, variants(study), study.seeds)
 
 
-def run_one(run: dict[str, Any], directory: str, sharp: Any
-            ) -> dict[str, Any]:
-  """Trains (or resumes) one run and measures its sharpness; cached."""
-  config = run["config"]
-  resolved = json.loads(config.to_json_best_effort(sort_keys=True))
-  path = os.path.join(directory, RECORD)
-  if os.path.exists(path):
-    with open(path) as f:
-      record = json.load(f)
-    if record.get("run_config") != resolved:
-      raise ValueError(
-          f"{directory} holds a run of a different config; use a new "
-          "--workdir when you change the study's config.")
+def measure(sharp: Any) -> Callable[[study_lib.Run, str, Any],
+                                   dict[str, Any]]:
+  """The study's run function (:func:`flatsparse.study.run_or_load`):
+  trains (or resumes) one run and measures its sharpness (restricted to the
+  sparsity wrapper's masks for sparse runs)."""
+
+  def run_one(run: study_lib.Run, directory: str, stale: Any
+              ) -> dict[str, Any]:
+    del stale
+    start = time.time()
+    metrics, state = loop.train_and_evaluate(run.config, directory,
+                                             return_state=True)
+    train_s = time.time() - start
+    cfg = loop.validate_config(run.config)  # sections without unset keys
+    loader, _ = loop.make_loader(cfg["dataset"], cfg["batch_size"])
+    model = builders.build_model(cfg["model"], loader.num_classes)
+    batch = next(loader.eval_batches(sharp.batch_size, split="train"))
+    state = jax.device_get(state)
+    masks = (None if cfg["sparsity"] is None
+             else sparsity_lib.get_masks(state.opt_state, state.params))
+    measured = sharpness(
+        model, state, batch, jax.random.PRNGKey(run.seed), masks=masks,
+        num_probes=sharp.num_probes, iters=sharp.iters,
+        moments=tuple(sharp.moments), method=sharp.method,
+        unroll=sharp.get("unroll", 1))
+    tags = run.tags
+    record = {k: tags[k] for k in ("family", "width", "optimizer", "seed",
+                                   "sparsity", "params_total")}
+    record.update({
+        "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
+        "params_trained": int(measured.pop("num_params")),
+        "sharpness_batch_loss": measured.pop("loss"), **measured,
+        "train_s": round(train_s, 2),
+        "sharpness_s": round(time.time() - start - train_s, 2)})
     return record
-  start = time.time()
-  metrics, state = loop.train_and_evaluate(config, directory,
-                                           return_state=True)
-  train_s = time.time() - start
-  cfg = loop.validate_config(config)  # sections without unset keys
-  loader, _ = loop.make_loader(cfg["dataset"], cfg["batch_size"])
-  model = builders.build_model(cfg["model"], loader.num_classes)
-  batch = next(loader.eval_batches(sharp.batch_size, split="train"))
-  measured = sharpness(
-      model, jax.device_get(state), batch, jax.random.PRNGKey(run["seed"]),
-      num_probes=sharp.num_probes, iters=sharp.iters,
-      moments=tuple(sharp.moments), method=sharp.method,
-      unroll=sharp.get("unroll", 1))
-  record = {k: v for k, v in run.items() if k != "config"}
-  record.update({
-      "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
-      "params_trained": int(measured.pop("num_params")),
-      "sharpness_batch_loss": measured.pop("loss"), **measured,
-      "train_s": round(train_s, 2),
-      "sharpness_s": round(time.time() - start - train_s, 2),
-      "run_config": resolved})
-  with open(path, "w") as f:
-    json.dump(record, f, indent=1)
-  return record
+
+  return run_one
 
 
 # ---- summary, table, plots ------------------------------------------------
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-  v = np.asarray(values, np.float64)
-  return float(np.mean(v)), float(np.std(v))
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -249,80 +228,75 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for opt, runs in by_opt.items():
       row[f"{opt}_seeds"] = len(runs)
       for key in keys:
-        row[f"{opt}_{key}_mean"], row[f"{opt}_{key}_std"] = _mean_std(
-            [r[key] for r in runs.values()])
+        _flatten(row, f"{opt}_{key}", [r[key] for r in runs.values()])
     if "sgd" in by_opt and "sam" in by_opt:
       seeds = sorted(set(by_opt["sgd"]) & set(by_opt["sam"]))
       for key in ("test_accuracy", "top_eigenvalue"):
-        diffs = [by_opt["sam"][s][key] - by_opt["sgd"][s][key] for s in seeds]
-        row[f"gap_{key}_mean"], row[f"gap_{key}_std"] = _mean_std(diffs)
+        _flatten(row, f"gap_{key}", [by_opt["sam"][s][key]
+                                     - by_opt["sgd"][s][key] for s in seeds])
       row["gap_seeds"] = len(seeds)
     rows.append(row)
   return rows
 
 
+def _flatten(row: dict[str, Any], name: str, values: Sequence[float]
+             ) -> None:
+  """``row[name + '_mean']`` and ``row[name + '_std']`` over seeds."""
+  stats = study_lib.aggregate(values, ddof=DDOF)
+  row[f"{name}_mean"], row[f"{name}_std"] = stats["mean"], stats["std"]
+
+
+def _stats(row: dict[str, Any], name: str) -> dict[str, float] | None:
+  """``{'mean', 'std'}`` of ``name`` in a row, or None if it has none."""
+  if f"{name}_mean" not in row:
+    return None
+  return {"mean": row[f"{name}_mean"], "std": row[f"{name}_std"]}
+
+
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-  has_gap = any("gap_test_accuracy_mean" in r for r in rows)
-  head = ("| family | width | sparsity | trained params | SGD acc (%) | "
-          "SAM acc (%) | SAM - SGD (points) | SGD lambda_max | "
-          "SAM lambda_max | SGD trace | SAM trace |")
-  lines = [head, "|" + "---|" * 11]
+  def cell(row, name, fmt):
+    return study_lib.cell(_stats(row, name), fmt=fmt)
 
-  def cell(row, opt, key, scale=1.0, fmt=".2f"):
-    if f"{opt}_{key}_mean" not in row:
-      return "-"
-    return (f"{scale * row[f'{opt}_{key}_mean']:{fmt}} ± "
-            f"{scale * row[f'{opt}_{key}_std']:{fmt}}")
-
-  for r in rows:
-    gap = (f"{100 * r['gap_test_accuracy_mean']:+.2f} ± "
-           f"{100 * r['gap_test_accuracy_std']:.2f}"
-           if has_gap and "gap_test_accuracy_mean" in r else "-")
-    lines.append(
-        f"| {r['family']} | {r['width']} | {r['sparsity']:.3f} | "
-        f"{r['params_trained']:,} | {cell(r, 'sgd', 'test_accuracy', 100)} | "
-        f"{cell(r, 'sam', 'test_accuracy', 100)} | {gap} | "
-        f"{cell(r, 'sgd', 'top_eigenvalue', fmt='.3g')} | "
-        f"{cell(r, 'sam', 'top_eigenvalue', fmt='.3g')} | "
-        f"{cell(r, 'sgd', 'trace', fmt='.3g')} | "
-        f"{cell(r, 'sam', 'trace', fmt='.3g')} |")
-  return "\n".join(lines)
+  return study_lib.markdown_table(
+      ["family", "width", "sparsity", "trained params", "SGD acc (%)",
+       "SAM acc (%)", "SAM - SGD (points)", "SGD lambda_max",
+       "SAM lambda_max", "SGD trace", "SAM trace"],
+      [[r["family"], r["width"], f"{r['sparsity']:.3f}",
+        f"{r['params_trained']:,}",
+        study_lib.cell(_stats(r, "sgd_test_accuracy"), scale=100),
+        study_lib.cell(_stats(r, "sam_test_accuracy"), scale=100),
+        study_lib.cell(_stats(r, "gap_test_accuracy"), scale=100,
+                       signed=True),
+        cell(r, "sgd_top_eigenvalue", ".3g"),
+        cell(r, "sam_top_eigenvalue", ".3g"), cell(r, "sgd_trace", ".3g"),
+        cell(r, "sam_trace", ".3g")] for r in rows])
 
 
-def _series(rows, family, key):
-  pts = [(r["params_trained"], r["width"], r[f"{key}_mean"], r[f"{key}_std"])
-         for r in rows if r["family"] == family and f"{key}_mean" in r]
-  return [np.asarray(x) for x in zip(*pts)] if pts else None
-
-
-def _save(fig: Any, axes: Sequence[Any], path: str) -> str:
-  """Grid and legends on every panel; writes the PNG and closes the figure."""
-  for ax in axes:
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+def _series(rows: Sequence[dict[str, Any]], family: str, name: str
+            ) -> tuple[list[int], list[int], list[dict[str, float]]] | None:
+  """Trained parameters, widths and stats of ``name`` of a family's rows."""
+  mine = [r for r in rows if r["family"] == family and _stats(r, name)]
+  if not mine:
+    return None
+  return ([r["params_trained"] for r in mine], [r["width"] for r in mine],
+          [_stats(r, name) for r in mine])
 
 
 def plot_gap(rows: Sequence[dict[str, Any]], path: str) -> str:
   """SAM-minus-SGD accuracy gap: dense vs trained parameters; sparse (equal
   trained parameters) vs width."""
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  fig, axes = study_lib.figure(2, (11, 4))
   dense = _series(rows, "dense", "gap_test_accuracy")
   if dense:
-    axes[0].errorbar(dense[0], 100 * dense[2], yerr=100 * dense[3],
-                     marker="o", capsize=3, label="dense (width sweep)")
-    axes[1].errorbar(dense[1], 100 * dense[2], yerr=100 * dense[3],
-                     marker="o", capsize=3, color="gray", alpha=0.5,
-                     label="dense")
+    study_lib.errorbar(axes[0], dense[0], dense[2], scale=100,
+                       label="dense (width sweep)")
+    study_lib.errorbar(axes[1], dense[1], dense[2], scale=100, color="gray",
+                       alpha=0.5, label="dense")
   for family in SPARSE_METHODS:
     s = _series(rows, family, "gap_test_accuracy")
     if s:
-      axes[1].errorbar(s[1], 100 * s[2], yerr=100 * s[3], marker="s",
-                       capsize=3, label=f"{family} sparse (equal params)")
+      study_lib.errorbar(axes[1], s[1], s[2], scale=100, marker="s",
+                         label=f"{family} sparse (equal params)")
   axes[0].set_xlabel("trained parameters")
   axes[1].set_xlabel("width")
   any_sparse = any(r["family"] != "dense" for r in rows)
@@ -333,21 +307,22 @@ def plot_gap(rows: Sequence[dict[str, Any]], path: str) -> str:
     ax.axhline(0, color="k", lw=0.5)
     ax.set_ylabel("SAM - SGD test accuracy (points)")
     ax.set_title(title)
-  return _save(fig, axes, path)
+  return study_lib.save_figure(fig, axes, path)
 
 
 def plot_sharpness(rows: Sequence[dict[str, Any]], path: str) -> str:
   """Top Hessian eigenvalue of SGD and SAM minima vs parameters / width."""
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  fig, axes = study_lib.figure(2, (11, 4))
   colors = {"dense": "C0", "random": "C1", "snip": "C2"}
   for opt, marker, style in (("sgd", "o", "-"), ("sam", "^", "--")):
     for family in FAMILIES:
       s = _series(rows, family, f"{opt}_top_eigenvalue")
       if s:
-        ax = axes[0] if family == "dense" else axes[1]
-        ax.errorbar(s[0] if family == "dense" else s[1], s[2], yerr=s[3],
-                    marker=marker, ls=style, capsize=3,
-                    color=colors[family], label=f"{family} {opt.upper()}")
+        dense = family == "dense"
+        study_lib.errorbar(axes[0] if dense else axes[1],
+                           s[0] if dense else s[1], s[2], marker=marker,
+                           ls=style, color=colors[family],
+                           label=f"{family} {opt.upper()}")
   axes[0].set_xlabel("trained parameters")
   axes[1].set_xlabel("width (equal trained parameters)")
   titles = ["dense", "sparse at init"]
@@ -368,7 +343,7 @@ def plot_sharpness(rows: Sequence[dict[str, Any]], path: str) -> str:
     ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-  return _save(fig, axes, path)
+  return study_lib.save_figure(fig, axes, path)
 
 
 def write_report(records: Sequence[dict[str, Any]], workdir: str,
@@ -392,36 +367,34 @@ def write_report(records: Sequence[dict[str, Any]], workdir: str,
 
 
 def run_study(study: Any, workdir: str) -> dict[str, str]:
-  """Every run of :func:`plan`, then the report files."""
+  """Every run of :func:`plan` (trained or loaded), then the report files."""
   runs = plan(study)
-  records = []
   start = time.time()
-  for i, run in enumerate(runs):
-    record = run_one(run, run_dir(workdir, run), study.sharpness)
-    records.append(record)
-    print(f"[{i + 1}/{len(runs)}] {run['family']:6s} w={run['width']:<5d} "
-          f"{run['optimizer']} seed {run['seed']}: test accuracy "
+
+  def show(i: int, run: study_lib.Run, record: dict[str, Any], _: float):
+    tags = run.tags
+    print(f"[{i + 1}/{len(runs)}] {tags['family']:6s} w={tags['width']:<5d} "
+          f"{tags['optimizer']} seed {run.seed}: test accuracy "
           f"{100 * record['test_accuracy']:.2f}%, lambda_max "
           f"{record['top_eigenvalue']:.3g}, trained params "
           f"{record['params_trained']:,}  ({time.time() - start:.0f} s)",
           flush=True)
+
+  records = study_lib.run_or_load(runs, workdir, measure(study.sharpness),
+                                  cache_file=RECORD, config_key="run_config",
+                                  on_record=show)
   return write_report(records, workdir, study)
 
 
 def main(argv):
   del argv
-  cli.setup_logging(_WORKDIR.value)  # one line per run on the console
+  workdir = cli.workdir()
+  cli.setup_logging(workdir)  # one line per run on the console
   start = time.time()
-  paths = run_study(_CONFIG.value, _WORKDIR.value)
-  print()
-  with open(paths["report"]) as f:
-    print(f.read())
-  for name, path in paths.items():
-    print(f"{name}: {os.path.abspath(path)}")
-  print(f"({time.time() - start:.0f} s)")
+  paths = run_study(cli.config(), workdir)
+  cli.print_outputs(paths, start)
 
 
 if __name__ == "__main__":
-  define_flags()
-  flags.mark_flags_as_required(["config"])
+  cli.define_flags("Study config.")
   cli.run(main)

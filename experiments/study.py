@@ -4,79 +4,58 @@ report.
   python -m experiments.study --config=configs/flagship_digits.py \
       --workdir=workdirs/demo
 
-A study config has ``base`` (an ``experiments/train.py`` config), ``seeds`` and
-``variants`` (``{name: {top-level key: replacement}}``). Runs go to
-``workdir/<variant>/seed_<s>`` (finished runs are resumed, i.e. only
-re-evaluated), then the markdown table, the plot and ``summary.json`` are
-written to ``workdir/report`` and the table is printed. An optional
-``labels`` (``{variant: description}``) names the rows of the README table
-(``experiments.report --readme``).
+A study config has ``base`` (an ``experiments/train.py`` config) and
+``seeds``; its module's ``variants(config)`` returns the variants
+(:class:`flatsparse.study.Variant`: name and overrides; in
+``configs/flagship_digits.py`` one per entry of ``config.variants``,
+``{name: {top-level key: replacement}}``). Runs go to
+``workdir/<variant>/seed_<s>`` and leave ``result.json`` there (a finished run
+is not trained again), then the markdown table, the plot and
+``summary.json`` are written to ``workdir/report`` and the table is printed.
+An optional ``labels`` (``{variant: description}``) names the rows of the
+README table (``experiments.report --readme``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import os
 import time
 from typing import Any
 
-from absl import flags
-import ml_collections
-from ml_collections import config_flags
-
 from experiments import cli
 from experiments import report
-from flatsparse.train import loop
-
-_CONFIG = None
-_WORKDIR = None
+from flatsparse import study
 
 
-def define_flags() -> None:
-  """Defines the flags; called only when run as a program, so the
-  experiment modules can be imported together (tests, other mains)."""
-  global _CONFIG, _WORKDIR
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config.")
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs are written.",
-                                 required=True)
-  cli.define_flags()
-
-
-def variant_config(study: Any, name: str, seed: int
-                   ) -> ml_collections.ConfigDict:
-  """The base config with the variant's top-level keys replaced."""
-  config = ml_collections.ConfigDict(study.base.to_dict())
-  for key, value in study.variants[name].items():
-    config[key] = value
-  config.seed = seed
-  return config
-
-
-def run_study(study: Any, workdir: str) -> tuple[str, str]:
-  """Trains every (variant, seed); returns the report's (markdown, png)."""
-  workdirs = []
+def run_study(config: Any, variants: Sequence[study.Variant], workdir: str
+              ) -> tuple[str, str]:
+  """Trains every (variant, seed) not trained yet; returns the report's
+  (markdown, png) paths."""
   begin = time.time()
-  for name in study.variants:
-    for seed in study.seeds:
-      run_dir = os.path.join(workdir, name, f"seed_{seed}")
-      start = time.time()
-      result = loop.train_and_evaluate(variant_config(study, name, seed),
-                                       run_dir)
-      print(f"{name:10s} seed {seed}: test accuracy "
-            f"{100 * result['accuracy']:.2f}%  ({time.time() - start:.0f} s)",
-            flush=True)
-      workdirs.append(run_dir)
+  runs = study.plan(config.base, variants, config.seeds)
+
+  def show(i: int, run: study.Run, record: dict[str, Any], seconds: float):
+    del i
+    print(f"{run.variant.name:10s} seed {run.seed}: test accuracy "
+          f"{100 * record['accuracy']:.2f}%  ({seconds:.0f} s)", flush=True)
+
+  study.run_or_load(runs, workdir, on_record=show)
+  workdirs = [os.path.join(workdir, run.path) for run in runs]
   out = os.path.join(workdir, "report")
   paths = report.write_report(workdirs, out)
-  report.write_summary(report.collect(workdirs), study, out,
+  report.write_summary(report.collect(workdirs), config, out,
                        time.time() - begin)
   return paths
 
 
 def main(argv):
   del argv
-  cli.setup_logging(_WORKDIR.value)
+  workdir = cli.workdir()
+  cli.setup_logging(workdir)
   start = time.time()
-  md_path, png_path = run_study(_CONFIG.value, _WORKDIR.value)
+  config = cli.config()
+  md_path, png_path = run_study(config, cli.config_variants(config), workdir)
   print()
   print(open(md_path).read())
   print(f"Plot: {os.path.abspath(png_path)}")
@@ -84,6 +63,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  flags.mark_flags_as_required(["config"])
+  cli.define_flags("Study config.")
   cli.run(main)

@@ -69,7 +69,7 @@ def _variants(model: str) -> dict[str, Callable[[], ml_collections.ConfigDict]]:
     c = _base(model)
     end = c.steps * 3 // 4
     c.sparsity = ml_collections.ConfigDict(dict(
-        algorithm="rigl", sparsity=0.9, dist_type="erk", schedule="periodic",
+        algorithm="rigl", sparsity=0.9, distribution="erk", schedule="periodic",
         update_freq=max(1, end // 4), update_end_step=end, drop_fraction=0.3,
         drop_fraction_end_step=end))
     return c

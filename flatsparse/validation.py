@@ -16,8 +16,8 @@ from typing import Any
 
 import jax
 
-__all__ = ["concrete", "check", "check_betas", "check_int", "check_count",
-           "check_choice", "is_number"]
+__all__ = ["concrete", "register", "check", "check_betas", "check_int",
+           "check_count", "check_choice", "is_number"]
 
 
 def concrete(value: Any) -> float | None:
@@ -78,3 +78,16 @@ def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:
   if value not in allowed:
     raise ValueError(f"Unknown {name} {value!r}; allowed: "
                      f"{', '.join(map(repr, allowed))}.")
+
+
+def register(registry: dict[str, Any], kind: str, name: str, value: Any, *,
+             overwrite: bool, valid: Callable[[Any], bool] = callable,
+             expected: str = "callable") -> None:
+  """``registry[name] = value``: refuses a taken name unless ``overwrite``
+  and a value that is not ``valid`` (naming what was ``expected``)."""
+  if not valid(value):
+    raise TypeError(f"The {kind} {name!r} must be {expected}, got {value!r}.")
+  if name in registry and not overwrite:
+    raise ValueError(f"{kind.capitalize()} {name!r} is already registered; "
+                     "pass overwrite=True to replace it.")
+  registry[name] = value

@@ -156,7 +156,7 @@ def _documented_keys(module):
 
 def test_schema_covers_the_documented_sparsity_and_safe_keys():
   sparsity = _documented_keys(sparsity_config)
-  assert {"algorithm", "seed", "dist_type", "update_freq"} <= sparsity
+  assert {"algorithm", "seed", "distribution", "update_freq"} <= sparsity
   assert sparsity - {"algorithm"} == set(
       config_schema.section_schema("sparsity"))
   safe = _documented_keys(safe_config)
@@ -214,11 +214,19 @@ def test_minimal_ignores_keys_at_their_defaults():
   changed = completed.to_dict()
   changed["sparsity"]["seed"] = 3
   assert config_schema.minimal(changed) != config_schema.minimal(raw)
+  # A config.json from before the mask keys' rename: unset old keys do not
+  # count, set ones do.
+  old = completed.to_dict()
+  old["sparsity"] = {**old["sparsity"], "dist_type": None,
+                     "sparsity_type": None}
+  assert config_schema.minimal(old) == config_schema.minimal(raw)
+  old["sparsity"]["dist_type"] = "erk"
+  assert config_schema.minimal(old) != config_schema.minimal(raw)
 
 
 @pytest.mark.parametrize("key,section,guess", [
     ("stepz", None, "steps"), ("lrr", "optimizer", "learning_rate"),
-    ("dist_typ", "sparsity", "dist_type")])
+    ("dist_typ", "sparsity", "distribution")])
 def test_validate_config_names_the_closest_key(key, section, guess):
   config = _small_config()
   (config[section] if section else config)[key] = 1

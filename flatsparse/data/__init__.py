@@ -1,14 +1,14 @@
 """Datasets and input pipelines: deterministic, seeded numpy batches.
 
-* Datasets by name: `load_dataset` (built-in offline datasets, TFDS names).
-* Loaders: `load_digits`, `load_fashion_mnist_debian`, `load_tfds`,
-  `TfdsSource`, `make_gaussian_mixture`, `make_teacher_student`; the IDX
-  reader `read_idx`.
-* Pipelines: `Loader` (resumable training batches, padded and masked
-  evaluation batches), `shard_batch`, `data_sharding`, and the simpler
-  `iterate_batches`.
-* Transforms: `normalize`, `channel_stats`, `random_crop_flip`, `resize`,
-  `center_crop_resize`; label noise: `add_label_noise`.
+* Datasets by name: ``load_dataset`` (built-in offline datasets, TFDS names).
+* Loaders: ``load_digits``, ``load_fashion_mnist_debian``, ``load_tfds``,
+  ``TfdsSource``, ``make_gaussian_mixture``, ``make_teacher_student``; the IDX
+  reader ``read_idx``.
+* Pipelines: ``Loader`` (resumable training batches, padded and masked
+  evaluation batches), ``shard_batch``, ``data_sharding``, and the simpler
+  ``iterate_batches``.
+* Transforms: ``normalize``, ``channel_stats``, ``random_crop_flip``,
+  ``resize``, ``center_crop_resize``; label noise: ``add_label_noise``.
 
 Importing this package imports neither TensorFlow nor tensorflow_datasets.
 """
@@ -21,6 +21,7 @@ from flatsparse.data.digits import load_digits
 from flatsparse.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR
 from flatsparse.data.fashion_mnist import FASHION_MNIST_CLASSES
 from flatsparse.data.fashion_mnist import load_fashion_mnist_debian
+from flatsparse.data.from_config import make_loader
 from flatsparse.data.idx import read_idx
 from flatsparse.data.idx import write_idx
 from flatsparse.data.noise import add_label_noise
@@ -29,6 +30,8 @@ from flatsparse.data.noise import NOISE_KINDS
 from flatsparse.data.pipeline import Batch
 from flatsparse.data.pipeline import data_sharding
 from flatsparse.data.pipeline import Loader
+from flatsparse.data.pipeline import process_rows
+from flatsparse.data.pipeline import put_global
 from flatsparse.data.pipeline import shard_batch
 from flatsparse.data.registry import BUILTIN_DATASETS
 from flatsparse.data.registry import load_dataset
@@ -78,6 +81,9 @@ __all__ = [
     "read_idx",
     "resize",
     "shard_batch",
+    "make_loader",
+    "process_rows",
+    "put_global",
     "teacher_logits",
     "teacher_params",
     "write_idx",

@@ -1,4 +1,4 @@
-"""Deterministic numpy mini-batch iteration over an in-memory `Dataset`."""
+"""Deterministic numpy mini-batch iteration over an in-memory ``Dataset``."""
 
 from collections.abc import Iterator
 import itertools
@@ -7,6 +7,27 @@ import numpy as np
 
 from flatsparse.data.dataset import Dataset
 from flatsparse.data.dataset import num_examples
+
+
+def check_batch_size(
+    batch_size: int, n: int, drop_remainder: bool, split: str = "dataset"
+) -> None:
+  """Raises a ``ValueError`` unless ``batch_size`` yields batches of ``n``.
+
+  Args:
+    batch_size: Examples per batch; must be >= 1, and <= ``n`` when
+      ``drop_remainder`` is set (else no batch would be produced).
+    n: Number of examples of the split.
+    drop_remainder: Whether the last, smaller batch of an epoch is dropped.
+    split: What the error message calls the split ("the <split> size").
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  if drop_remainder and batch_size > n:
+    raise ValueError(
+        f"batch_size={batch_size} exceeds the {split} size {n} with "
+        "drop_remainder=True, so no batch would be produced."
+    )
 
 
 def iterate_batches(
@@ -20,35 +41,29 @@ def iterate_batches(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yields (images, labels) mini-batches, epoch after epoch.
 
-  Epoch `e` is ordered by `np.random.default_rng([seed, e]).permutation`, so
+  Epoch ``e`` is ordered by ``np.random.default_rng([seed, e]).permutation``, so
   any epoch can be reproduced without replaying the earlier ones.
 
-  Arguments are validated when this is called, not at the first `next()`.
+  Arguments are validated when this is called, not at the first ``next()``.
 
   Args:
     ds: The dataset to iterate over.
     batch_size: Number of examples per batch, >= 1.
-    seed: Non-negative shuffling seed; unused when `shuffle` is False.
-    num_epochs: Number of passes over `ds`, >= 1; None loops forever.
+    seed: Non-negative shuffling seed; unused when ``shuffle`` is False.
+    num_epochs: Number of passes over ``ds``, >= 1; None loops forever.
     shuffle: Whether to permute the examples in each epoch.
     drop_remainder: Whether to drop the last, smaller batch of each epoch.
 
   Returns:
-    An iterator of `(images, labels)` numpy arrays.
+    An iterator of ``(images, labels)`` numpy arrays.
 
   Raises:
-    ValueError: If an argument is invalid or `ds` is empty.
+    ValueError: If an argument is invalid or ``ds`` is empty.
   """
   n = num_examples(ds)
   if n == 0:
     raise ValueError("Cannot iterate over an empty dataset.")
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-  if drop_remainder and batch_size > n:
-    raise ValueError(
-        f"batch_size={batch_size} exceeds the dataset size {n} with "
-        "drop_remainder=True, so no batch would be produced."
-    )
+  check_batch_size(batch_size, n, drop_remainder)
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}.")
   if seed < 0:

@@ -20,25 +20,25 @@ class Dataset(NamedTuple):
 
 
 def num_examples(ds: Dataset) -> int:
-  """Returns the number of examples in `ds`.
+  """Returns the number of examples in ``ds``.
 
-  `len(ds)` is the tuple length (always 3), hence this helper.
+  ``len(ds)`` is the tuple length (always 3), hence this helper.
 
   Args:
     ds: The dataset.
 
   Returns:
-    The leading dimension of `ds.labels`.
+    The leading dimension of ``ds.labels``.
   """
   return int(ds.labels.shape[0])
 
 
 @runtime_checkable
 class ExampleSource(Protocol):
-  """Random access to a split too large to hold in memory as a `Dataset`.
+  """Random access to a split too large to hold in memory as a ``Dataset``.
 
-  `Loader` accepts a `Dataset` or any object with these members, e.g.
-  `TfdsSource`, which decodes records on demand.
+  ``Loader`` accepts a ``Dataset`` or any object with these members, e.g.
+  ``TfdsSource``, which decodes records on demand.
   """
 
   num_classes: int
@@ -47,7 +47,7 @@ class ExampleSource(Protocol):
     """Number of examples."""
 
   def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Returns `(images, labels)` of the examples at `indices`, in order.
+    """Returns ``(images, labels)`` of the examples at ``indices``, in order.
 
     Images are float32 in [0, 1] with one shape for all examples; labels are
     int32.

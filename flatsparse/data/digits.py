@@ -16,7 +16,7 @@ _MAX_PIXEL = 16.0  # sklearn digits pixel values are integers in [0, 16].
 @functools.lru_cache(maxsize=1)
 def _load_raw() -> tuple[np.ndarray, np.ndarray]:
   """Loads and scales the full dataset once; arrays are read-only."""
-  # Imported lazily so that `import flatsparse.data` stays cheap.
+  # Imported lazily so that ``import flatsparse.data`` stays cheap.
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
 
   raw = datasets.load_digits()
@@ -59,10 +59,10 @@ def load_digits(
     flatten: If True, images have shape (N, 64); else (N, 8, 8, 1).
 
   Returns:
-    A `Dataset` with float32 images in [0, 1] and int32 labels in [0, 10).
+    A ``Dataset`` with float32 images in [0, 1] and int32 labels in [0, 10).
 
   Raises:
-    ValueError: If `split` or `test_fraction` is invalid.
+    ValueError: If ``split`` or ``test_fraction`` is invalid.
   """
   if split not in _SPLITS:
     raise ValueError(f"split must be one of {_SPLITS}, got {split!r}.")

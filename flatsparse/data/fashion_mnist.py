@@ -1,17 +1,17 @@
-"""Offline Fashion-MNIST from the files of Debian's `dataset-fashion-mnist`.
+"""Offline Fashion-MNIST from the files of Debian's ``dataset-fashion-mnist``.
 
-`apt install dataset-fashion-mnist` (Debian >= 11, Ubuntu >= 21.04; version
+``apt install dataset-fashion-mnist`` (Debian >= 11, Ubuntu >= 21.04; version
 0.0~git20200523.55506a9-1 in bookworm) installs the original gzip-compressed
 IDX files of zalandoresearch/fashion-mnist, 60,000 train and 10,000 test 28x28
-grey-scale images in 10 classes, into `DEBIAN_FASHION_MNIST_DIR`::
+grey-scale images in 10 classes, into ``DEBIAN_FASHION_MNIST_DIR``::
 
   /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
   /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz
   /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
   /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-(listed with `apt-get download dataset-fashion-mnist && dpkg -c *.deb`). Any
-directory with these four files, compressed or not, works as `data_dir`, e.g.
+(listed with ``apt-get download dataset-fashion-mnist && dpkg -c *.deb``). Any
+directory with these four files, compressed or not, works as ``data_dir``, e.g.
 the files downloaded from the Fashion-MNIST GitHub page.
 """
 
@@ -36,7 +36,7 @@ _NUM_CLASSES = 10
 
 
 def _find(data_dir: str, stem: str) -> str:
-  """Returns the path of `stem` (.gz first) in `data_dir`, or raises."""
+  """Returns the path of ``stem`` (.gz first) in ``data_dir``, or raises."""
   candidates = [os.path.join(data_dir, stem + ".gz"),
                 os.path.join(data_dir, stem)]
   for path in candidates:
@@ -54,7 +54,7 @@ def _find(data_dir: str, stem: str) -> str:
 def _read_split(
     images_path: str, labels_path: str, _stamp: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Reads and checks one split; `_stamp` (mtimes, sizes) keys the cache."""
+  """Reads and checks one split; ``_stamp`` (mtimes, sizes) keys the cache."""
   images, labels = read_idx(images_path), read_idx(labels_path)
   if images.ndim != 3 or images.dtype != np.uint8:
     raise ValueError(
@@ -89,15 +89,15 @@ def load_fashion_mnist_debian(
   Args:
     split: "train" (60,000 examples) or "test" (10,000).
     data_dir: Directory holding the IDX files; None uses
-      `DEBIAN_FASHION_MNIST_DIR`.
+      ``DEBIAN_FASHION_MNIST_DIR``.
     flatten: If True, images have shape (N, 784); else (N, 28, 28, 1).
 
   Returns:
-    A `Dataset` with float32 images in [0, 1] and int32 labels in [0, 10)
-    (names in `FASHION_MNIST_CLASSES`).
+    A ``Dataset`` with float32 images in [0, 1] and int32 labels in [0, 10)
+    (names in ``FASHION_MNIST_CLASSES``).
 
   Raises:
-    ValueError: If `split` is invalid or a file is malformed.
+    ValueError: If ``split`` is invalid or a file is malformed.
     FileNotFoundError: If the files are missing (the message says how to
       install them).
   """

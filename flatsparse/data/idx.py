@@ -1,8 +1,8 @@
 """Reader and writer for the IDX format of MNIST and Fashion-MNIST, in numpy.
 
-An IDX file is a 4-byte magic number `0x00 0x00 <type> <ndim>`, then `ndim`
+An IDX file is a 4-byte magic number ``0x00 0x00 <type> <ndim>``, then ``ndim``
 big-endian uint32 dimension sizes, then the array in C order, big-endian. The
-files are often gzip-compressed (`*-ubyte.gz`); `read_idx` detects that from
+files are often gzip-compressed (``*-ubyte.gz``); ``read_idx`` detects that from
 the content (the gzip magic bytes), not from the file name.
 """
 
@@ -39,7 +39,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     shape.
 
   Raises:
-    FileNotFoundError: If `path` does not exist.
+    FileNotFoundError: If ``path`` does not exist.
     ValueError: If the content is not a well-formed IDX file: bad magic number,
       unknown type byte, or a data size that does not match the header.
   """
@@ -78,7 +78,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-  """Writes `array` as an IDX file, gzip-compressed if `path` ends in ".gz".
+  """Writes ``array`` as an IDX file, gzip-compressed if ``path`` ends in ".gz".
 
   Args:
     path: The file to write.

@@ -2,20 +2,20 @@
 
 Conventions (the literature uses both; these are stated so results compare):
 
-* **symmetric**: exactly `round(rate * n)` examples, chosen uniformly without
-  replacement, get a label drawn uniformly from the `num_classes - 1` OTHER
-  classes, so `rate` is the realised fraction of wrong labels. The other
+* **symmetric**: exactly ``round(rate * n)`` examples, chosen uniformly without
+  replacement, get a label drawn uniformly from the ``num_classes - 1`` OTHER
+  classes, so ``rate`` is the realised fraction of wrong labels. The other
   common convention (e.g. Zhang et al., 2017, "Understanding deep learning
-  requires rethinking generalization") redraws a `rate` fraction uniformly
-  from ALL classes, which keeps the label with probability `1/num_classes`:
-  its true noise rate is `rate * (num_classes - 1) / num_classes`.
-* **asymmetric** (class-dependent): in each source class `c`, exactly
-  `round(rate * n_c)` of its `n_c` examples are relabelled `pairs[c]`. The
-  default map is cyclic, `c -> (c + 1) % num_classes`. `pairs="cifar10"` is
+  requires rethinking generalization") redraws a ``rate`` fraction uniformly
+  from ALL classes, which keeps the label with probability ``1/num_classes``:
+  its true noise rate is ``rate * (num_classes - 1) / num_classes``.
+* **asymmetric** (class-dependent): in each source class ``c``, exactly
+  ``round(rate * n_c)`` of its ``n_c`` examples are relabelled ``pairs[c]``. The
+  default map is cyclic, ``c -> (c + 1) % num_classes``. ``pairs="cifar10"`` is
   the CIFAR-10 map of Patrini et al., CVPR 2017: truck -> automobile,
   bird -> airplane, deer -> horse, cat <-> dog; classes without a pair keep
   their labels. (Patrini et al. flip each example independently with
-  probability `rate`; here the count per class is exact.)
+  probability ``rate``; here the count per class is exact.)
 """
 
 from collections.abc import Mapping
@@ -79,15 +79,15 @@ def add_label_noise(
       [0, 1).
     kind: "symmetric" or "asymmetric".
     seed: Non-negative seed of the noise.
-    pairs: Asymmetric map only: None (cyclic `c -> (c + 1) % num_classes`),
+    pairs: Asymmetric map only: None (cyclic ``c -> (c + 1) % num_classes``),
       "cifar10" (needs num_classes=10), or a dict {source: target}.
 
   Returns:
-    `(noisy_labels, is_noisy)`: int32 labels and a bool mask, True exactly
-    where `noisy_labels != labels`.
+    ``(noisy_labels, is_noisy)``: int32 labels and a bool mask, True exactly
+    where ``noisy_labels != labels``.
 
   Raises:
-    ValueError: If an argument is out of range or `kind`/`pairs` is unknown.
+    ValueError: If an argument is out of range or ``kind``/``pairs`` is unknown.
   """
   if kind not in NOISE_KINDS:
     raise ValueError(f"kind must be one of {NOISE_KINDS}, got {kind!r}.")

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from flatsparse.data import transforms
+from flatsparse.data.batching import check_batch_size
 from flatsparse.data.dataset import Dataset
 from flatsparse.data.dataset import ExampleSource
 
@@ -28,6 +29,24 @@ Batch = dict[str, np.ndarray]
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 _AUGMENT_STREAM = 0xA06  # Non-zero: keeps the entropy lists of streams apart.
 _SPLITS = ("train", "test")
+
+
+def _labels(labels: np.ndarray) -> np.ndarray:
+  """Integer class labels as int32; real-valued targets as float32."""
+  labels = np.asarray(labels)
+  if np.issubdtype(labels.dtype, np.floating):
+    return labels.astype(np.float32, copy=False)
+  return labels.astype(np.int32, copy=False)
+
+
+def _check_rows(rows: slice | None, batch_size: int) -> slice:
+  if rows is None:
+    return slice(0, batch_size)
+  if (rows.step not in (None, 1) or rows.start is None or rows.stop is None
+      or not 0 <= rows.start < rows.stop <= batch_size):
+    raise ValueError(f"rows must be a slice start:stop with 0 <= start < "
+                     f"stop <= {batch_size}, got {rows}.")
+  return rows
 
 
 class _ArraySource:
@@ -127,13 +146,7 @@ class Loader:
     self._train = _as_source(train, "train")
     self._test = None if test is None else _as_source(test, "test")
     n = len(self._train)
-    if batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    if drop_remainder and batch_size > n:
-      raise ValueError(
-          f"batch_size={batch_size} exceeds the train size {n} with "
-          "drop_remainder=True, so no batch would be produced."
-      )
+    check_batch_size(batch_size, n, drop_remainder, "train")
     self.batch_size = batch_size
     self.num_classes = self._train.num_classes
     self.steps_per_epoch = (
@@ -193,15 +206,22 @@ class Loader:
       self._epoch_cache = (seed, epoch, order)
     return self._epoch_cache[2]
 
-  def train_batch(self, seed: int, step: int) -> Batch:
+  def train_batch(self, seed: int, step: int,
+                  rows: slice | None = None) -> Batch:
     """The training batch at global step `step` (see the module docstring).
 
     Args:
       seed: Non-negative seed of the shuffling and augmentation.
       step: Global step index, >= 0.
+      rows: Only these rows of the global batch (a process's share in a
+        multi-host run, ``process_rows``); the others are not read. Each
+        row is the same example as in the full batch; augmentation draws
+        for the rows read (the same as the full batch's when ``rows`` is
+        None).
 
     Returns:
-      `{"image": float32 array, "label": int32 array}`.
+      `{"image": float32 array, "label": int32 array}` (float32 labels for
+      real-valued targets).
 
     Raises:
       ValueError: If `seed` or `step` is negative.
@@ -212,16 +232,25 @@ class Loader:
       raise ValueError(f"step must be non-negative, got {step}.")
     epoch, position = divmod(step, self.steps_per_epoch)
     start = position * self.batch_size
-    indices = self._order(seed, epoch)[start : start + self.batch_size]
+    rows = _check_rows(rows, self.batch_size)
+    indices = self._order(seed, epoch)[start : start + self.batch_size][rows]
     images, labels = self._train.get(indices)
     if self._augment is not None:
       rng = np.random.default_rng([seed, step, _AUGMENT_STREAM])
       images = self._augment(images, rng)
     return {"image": self._normalize(images).astype(np.float32, copy=False),
-            "label": np.asarray(labels, np.int32)}
+            "label": _labels(labels)}
+
+  def example_batch(self, size: int = 1) -> Batch:
+    """The first `size` train examples, normalized, never augmented (e.g.
+    the sample input that initializes a model)."""
+    images, labels = self._train.get(np.arange(size))
+    return {"image": self._normalize(images).astype(np.float32, copy=False),
+            "label": _labels(labels)}
 
   def train_batches(
-      self, seed: int, start_step: int = 0, num_steps: int | None = None
+      self, seed: int, start_step: int = 0, num_steps: int | None = None,
+      rows: slice | None = None
   ) -> Iterator[Batch]:
     """Yields the training batches of steps `start_step, start_step + 1, ...`.
 
@@ -233,9 +262,10 @@ class Loader:
       start_step: Global step of the first batch, >= 0 (the number of steps a
         checkpoint has done).
       num_steps: How many batches to yield; None: forever.
+      rows: As in `train_batch`.
 
     Returns:
-      An iterator of `train_batch(seed, step)`.
+      An iterator of `train_batch(seed, step, rows)`.
 
     Raises:
       ValueError: If an argument is negative (raised by this call, before any
@@ -247,11 +277,12 @@ class Loader:
       raise ValueError(f"start_step must be non-negative, got {start_step}.")
     if num_steps is not None and num_steps < 0:
       raise ValueError(f"num_steps must be >= 0 or None, got {num_steps}.")
+    _check_rows(rows, self.batch_size)
 
     def generate():
       step = start_step
       while num_steps is None or step < start_step + num_steps:
-        yield self.train_batch(seed, step)
+        yield self.train_batch(seed, step, rows)
         step += 1
 
     return generate()
@@ -270,7 +301,8 @@ class Loader:
     return self._train if split == "train" else self._test
 
   def eval_batches(
-      self, batch_size: int | None = None, *, split: str = "test"
+      self, batch_size: int | None = None, *, split: str = "test",
+      rows: slice | None = None
   ) -> Iterator[Batch]:
     """Yields every example of a split once, in order, in full-size batches.
 
@@ -283,6 +315,7 @@ class Loader:
       batch_size: Batch size, >= 1; None uses the training batch size.
       split: "test" (the test split) or "train" (the train split, e.g. for
         train accuracy; not augmented).
+      rows: Only these rows of each (padded) batch, as in `train_batch`.
 
     Returns:
       An iterator of `{"image", "label", "mask"}` batches.
@@ -295,22 +328,28 @@ class Loader:
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     source = self._eval_source(split)
+    rows = _check_rows(rows, batch_size)
+    size = rows.stop - rows.start
 
     def generate():
       n = len(source)
       for start in range(0, n, batch_size):
+        first = min(start + rows.start, n)
         images, labels = source.get(
-            np.arange(start, min(start + batch_size, n)))
+            np.arange(first, min(start + rows.stop, n)))
         real = labels.shape[0]
-        pad = batch_size - real
+        pad = size - real
         if pad:
+          if not real:  # a share of nothing but padding: the shapes of one
+            images, labels = source.get(np.arange(1))
+            images, labels, pad = images[:0], labels[:0], size
           padding = np.zeros((pad, *images.shape[1:]), images.dtype)
           images = np.concatenate([images, padding])
           labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-        mask = np.zeros(batch_size, np.float32)
+        mask = np.zeros(size, np.float32)
         mask[:real] = 1.0
         yield {"image": self._normalize(images).astype(np.float32, copy=False),
-               "label": np.asarray(labels, np.int32), "mask": mask}
+               "label": _labels(labels), "mask": mask}
 
     return generate()
 
@@ -348,8 +387,34 @@ def put_global(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def shard_batch(batch: Batch,
-                sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
+def process_rows(sharding: jax.sharding.Sharding,
+                 batch_size: int) -> slice | None:
+  """The rows of a global batch of `batch_size` this process's devices hold.
+
+  None in a single-process run (the process holds every row). With several
+  processes, each reads only its rows (`Loader.train_batch(rows=...)`) and
+  `shard_batch(..., global_batch_size=batch_size)` assembles the global
+  array.
+
+  Raises:
+    ValueError: If this process's rows are not one contiguous range (a mesh
+      whose device order interleaves processes).
+  """
+  if jax.process_count() == 1:
+    return None
+  indices = sharding.addressable_devices_indices_map((batch_size,)).values()
+  spans = sorted({(i[0].indices(batch_size)[:2]) for i in indices})
+  for (_, stop), (start, _) in zip(spans, spans[1:]):
+    if stop != start:
+      raise ValueError(
+          f"Process {jax.process_index()} holds rows {spans} of the batch, "
+          "not one contiguous range; order the mesh's devices by process.")
+  return slice(spans[0][0], spans[-1][1])
+
+
+def shard_batch(batch: Batch, sharding: jax.sharding.Sharding,
+                global_batch_size: int | None = None
+                ) -> dict[str, jax.Array]:
   """Places a numpy batch on devices, split along its leading (batch) axis.
 
   Put every batch in place with this BEFORE passing it to a jitted step that
@@ -357,15 +422,19 @@ def shard_batch(batch: Batch,
   collectives (WORKSPACE.md, "Multi-device rules"), and elsewhere they
   cost an extra transfer inside the step.
 
-  `batch` is the GLOBAL batch. With several processes (multi-host), every
-  process must pass the same global batch (a `Loader` with the same seed
-  gives it) and contributes the shards of its own devices.
+  Without `global_batch_size`, `batch` is the GLOBAL batch: with several
+  processes (multi-host), every process passes the same global batch (a
+  `Loader` with the same seed gives it) and contributes the shards of its
+  own devices. With `global_batch_size`, `batch` holds only this process's
+  rows (`process_rows`), so no process reads the others' examples.
 
   Args:
     batch: Dict of numpy arrays with the same leading size, e.g. from
       `Loader.train_batches` or `Loader.eval_batches`.
     sharding: Typically `data_sharding(mesh)`, i.e. a `NamedSharding` whose
       spec names only the leading axis, so it fits arrays of every rank.
+    global_batch_size: The global batch's size when `batch` holds only this
+      process's rows; None when it is the global batch.
 
   Returns:
     A dict of `jax.Array`s with the same keys.
@@ -382,13 +451,19 @@ def shard_batch(batch: Batch,
   out = {}
   for key, value in batch.items():
     value = np.asarray(value)
+    shape = (value.shape if global_batch_size is None
+             else (global_batch_size, *value.shape[1:]))
     try:
-      sharding.shard_shape(value.shape)
+      sharding.shard_shape(shape)
     except ValueError as e:
       raise ValueError(
           f"batch[{key!r}] of shape {value.shape} cannot be split by "
           f"{sharding}: the batch size must be divisible by the number of "
           "devices along the data axes."
       ) from e
-    out[key] = put_global(value, sharding)
+    if global_batch_size is None:
+      out[key] = put_global(value, sharding)
+    else:  # this process's rows only
+      out[key] = jax.make_array_from_process_local_data(
+          sharding, value, (global_batch_size, *value.shape[1:]))
   return out

@@ -1,18 +1,18 @@
-"""`load_dataset(name, split)`: every dataset of the library by name.
+"""``load_dataset(name, split)``: every dataset of the library by name.
 
 Naming scheme:
 
-* Built-in, offline datasets have plain names (`BUILTIN_DATASETS`):
+* Built-in, offline datasets have plain names (``BUILTIN_DATASETS``):
   "digits" (scikit-learn 8x8 digits, the default of the demos),
   "fashion_mnist_debian" (the real Fashion-MNIST from the files of Debian's
-  `dataset-fashion-mnist` package, see `fashion_mnist.py`),
+  ``dataset-fashion-mnist`` package, see ``fashion_mnist.py``),
   "gaussian_mixture" and "teacher_student" (synthetic, known ground truth).
 * TFDS datasets go by their TFDS name, bare ("mnist", "fashion_mnist",
   "cifar10", "cifar100", "imagenet2012", ...) or prefixed ("tfds:cifar10",
   which also allows configs and versions: "tfds:mnist:3.0.1"). The prefix
   skips the check that the name is a registered TFDS builder.
 
-So "fashion_mnist" is the TFDS copy (downloaded, prepared into `data_dir`)
+So "fashion_mnist" is the TFDS copy (downloaded, prepared into ``data_dir``)
 and "fashion_mnist_debian" the same data read from local IDX files (in file
 order, which differs from the TFDS record order).
 """
@@ -20,6 +20,7 @@ order, which differs from the TFDS record order).
 import difflib
 import functools
 
+from flatsparse import validation
 from flatsparse.data.dataset import Dataset
 from flatsparse.data.digits import load_digits
 from flatsparse.data.fashion_mnist import load_fashion_mnist_debian
@@ -67,12 +68,7 @@ BUILTIN_DATASETS = tuple(_BUILTIN)
 def register_dataset(name: str, loader, *, overwrite: bool = False) -> None:
   """Makes ``load_dataset(name, split, data_dir=..., **kwargs)`` call
   ``loader(split, data_dir, **kwargs) -> Dataset`` (e.g. a held-out split)."""
-  if not callable(loader):
-    raise TypeError(f"loader must be callable, got {loader!r}.")
-  if name in _BUILTIN and not overwrite:
-    raise ValueError(f"Dataset {name!r} is already registered; pass "
-                     "overwrite=True to replace it.")
-  _BUILTIN[name] = loader
+  validation.register(_BUILTIN, "dataset", name, loader, overwrite=overwrite)
 
 
 def _tfds_builders() -> list[str]:
@@ -95,22 +91,22 @@ def load_dataset(
   """Loads a split of a dataset by name (see the module docstring for names).
 
   Image datasets return NHWC float32 images in [0, 1] ("digits" as
-  (N, 8, 8, 1) unless `flatten=True`); the synthetic ones return float32
+  (N, 8, 8, 1) unless ``flatten=True``); the synthetic ones return float32
   feature vectors (N, dim).
 
-  Keyword arguments per dataset (`**kwargs`):
+  Keyword arguments per dataset (``**kwargs``):
 
-  * "digits": `flatten=False`, `test_fraction=0.2`.
-  * "fashion_mnist_debian": `flatten=False`; `data_dir` defaults to
-    `DEBIAN_FASHION_MNIST_DIR`.
-  * "gaussian_mixture": `num_examples` (default `SYNTHETIC_DEFAULT_SIZES`),
-    `dim=16`, `num_classes=4`, `seed=0` (the task; splits are independent
-    samples of it), `separation`, `noise_std`.
-  * "teacher_student": as above, and `hidden=None` (linear teacher) or a
+  * "digits": ``flatten=False``, ``test_fraction=0.2``.
+  * "fashion_mnist_debian": ``flatten=False``; ``data_dir`` defaults to
+    ``DEBIAN_FASHION_MNIST_DIR``.
+  * "gaussian_mixture": ``num_examples`` (default ``SYNTHETIC_DEFAULT_SIZES``),
+    ``dim=16``, ``num_classes=4``, ``seed=0`` (the task; splits are independent
+    samples of it), ``separation``, ``noise_std``.
+  * "teacher_student": as above, and ``hidden=None`` (linear teacher) or a
     width (one-hidden-layer ReLU teacher).
-  * TFDS: `image_key`, `label_key` (e.g. "coarse_label" for cifar100),
-    `max_examples`, `image_size` (needed by imagenet2012 and other datasets
-    whose image sizes differ; or use `TfdsSource` with `Loader` for splits
+  * TFDS: ``image_key``, ``label_key`` (e.g. "coarse_label" for cifar100),
+    ``max_examples``, ``image_size`` (needed by imagenet2012 and other datasets
+    whose image sizes differ; or use ``TfdsSource`` with ``Loader`` for splits
     that do not fit in memory).
 
   Args:
@@ -120,19 +116,19 @@ def load_dataset(
     data_dir: Where the data lives: the TFDS data directory, or the IDX
       directory of "fashion_mnist_debian"; ignored by datasets that need none.
     label_noise: If set, corrupt this fraction of the labels, in [0, 1), with
-      `add_label_noise` (usually only for the train split). The noisy
-      examples are recovered with `add_label_noise(clean.labels, ...)` and the
+      ``add_label_noise`` (usually only for the train split). The noisy
+      examples are recovered with ``add_label_noise(clean.labels, ...)`` and the
       same arguments.
     noise_kind: "symmetric" or "asymmetric".
     noise_seed: Seed of the label noise.
-    noise_pairs: `pairs` of asymmetric noise (None: cyclic; "cifar10").
+    noise_pairs: ``pairs`` of asymmetric noise (None: cyclic; "cifar10").
     **kwargs: Dataset-specific options, listed above.
 
   Returns:
-    A `Dataset`.
+    A ``Dataset``.
 
   Raises:
-    ValueError: If `name` is unknown (the message lists the known names),
+    ValueError: If ``name`` is unknown (the message lists the known names),
       or an option is out of range.
   """
   if label_noise is not None and not 0.0 <= label_noise < 1.0:
@@ -160,7 +156,7 @@ def load_dataset(
 
 
 def _check_tfds_name(name: str) -> None:
-  """Raises a ValueError listing the known names if `name` is no TFDS
+  """Raises a ValueError listing the known names if ``name`` is no TFDS
   builder."""
   builders = _tfds_builders()
   base = name.split("/")[0].split(":")[0]

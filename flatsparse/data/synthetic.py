@@ -1,6 +1,6 @@
 """Synthetic classification tasks with known ground truth.
 
-A task is fixed by its `seed` (the mixture means or the teacher's weights);
+A task is fixed by its ``seed`` (the mixture means or the teacher's weights);
 the "train" and "test" splits are independent samples from the same task.
 Features are float32 vectors of shape (N, dim), not images.
 """
@@ -30,10 +30,10 @@ def _check(n: int, dim: int, num_classes: int, seed: int, split: str) -> None:
 def gaussian_mixture_means(
     dim: int, num_classes: int, seed: int, *, separation: float = 4.0
 ) -> np.ndarray:
-  """The class means of `make_gaussian_mixture`'s task.
+  """The class means of ``make_gaussian_mixture``'s task.
 
-  Each mean is `separation` times an independent uniformly random unit
-  vector, so two means are about `separation * sqrt(2)` apart.
+  Each mean is ``separation`` times an independent uniformly random unit
+  vector, so two means are about ``separation * sqrt(2)`` apart.
 
   Args:
     dim: Feature dimension.
@@ -62,10 +62,10 @@ def make_gaussian_mixture(
 ) -> Dataset:
   """Samples an isotropic Gaussian mixture with balanced classes.
 
-  Example `i` has class `y_i` and features `means[y_i] + noise_std * z_i`,
-  `z_i ~ N(0, I)`, with `means = gaussian_mixture_means(...)`. Class counts
-  are exact: `n // num_classes` or one more (in random order), so the Bayes
-  classifier is `argmin_c |x - means[c]|` and its accuracy is known.
+  Example ``i`` has class ``y_i`` and features ``means[y_i] + noise_std * z_i``,
+  ``z_i ~ N(0, I)``, with ``means = gaussian_mixture_means(...)``. Class counts
+  are exact: ``n // num_classes`` or one more (in random order), so the Bayes
+  classifier is ``argmin_c |x - means[c]|`` and its accuracy is known.
 
   Args:
     n: Number of examples.
@@ -77,7 +77,7 @@ def make_gaussian_mixture(
     noise_std: Standard deviation of the noise around the means, > 0.
 
   Returns:
-    A `Dataset` with float32 features (n, dim) and int32 labels.
+    A ``Dataset`` with float32 features (n, dim) and int32 labels.
 
   Raises:
     ValueError: If an argument is out of range.
@@ -95,10 +95,10 @@ def make_gaussian_mixture(
 def teacher_params(
     dim: int, num_classes: int, seed: int, *, hidden: int | None = None
 ) -> dict[str, np.ndarray]:
-  """The weights of `make_teacher_student`'s teacher.
+  """The weights of ``make_teacher_student``'s teacher.
 
-  Linear (`hidden=None`): `{"w": (dim, C)}` with entries N(0, 1/dim).
-  MLP: `{"w1": (dim, hidden), "w2": (hidden, C)}`, entries N(0, 2/dim) and
+  Linear (``hidden=None``): ``{"w": (dim, C)}`` with entries N(0, 1/dim).
+  MLP: ``{"w1": (dim, hidden), "w2": (hidden, C)}``, entries N(0, 2/dim) and
   N(0, 1/hidden) (He / LeCun scaling); no biases.
 
   Args:
@@ -122,7 +122,7 @@ def teacher_params(
 
 
 def teacher_logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-  """The teacher's logits for inputs `x` of shape (N, dim)."""
+  """The teacher's logits for inputs ``x`` of shape (N, dim)."""
   x = np.asarray(x, np.float64)
   if "w" in params:
     return x @ params["w"]
@@ -138,9 +138,9 @@ def make_teacher_student(
     split: str = "train",
     hidden: int | None = None,
 ) -> Dataset:
-  """Samples inputs `x ~ N(0, I)` labelled by a random teacher network.
+  """Samples inputs ``x ~ N(0, I)`` labelled by a random teacher network.
 
-  Labels are exactly `argmax(teacher_logits(teacher_params(...), x))` (float64
+  Labels are exactly ``argmax(teacher_logits(teacher_params(...), x))`` (float64
   arithmetic on the float32 features returned), so a student of the same
   architecture can reach zero error. Classes are not forced to balance.
 
@@ -154,7 +154,7 @@ def make_teacher_student(
     hidden: Hidden width of a one-hidden-layer ReLU teacher; None: linear.
 
   Returns:
-    A `Dataset` with float32 features (n, dim) and int32 labels.
+    A ``Dataset`` with float32 features (n, dim) and int32 labels.
 
   Raises:
     ValueError: If an argument is out of range.

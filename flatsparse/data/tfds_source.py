@@ -1,6 +1,8 @@
 """TensorFlow-free access to TFDS image-classification splits: lazy or in
 memory."""
 
+from typing import Any
+
 import numpy as np
 
 from flatsparse.data.dataset import Dataset
@@ -10,12 +12,12 @@ from flatsparse.data.transforms import center_crop_resize
 class TfdsSource:
   """Random access to a TFDS split, decoding records on demand.
 
-  For splits too large for memory (imagenet2012): pass it to `Loader`, which
-  reads only the records of each batch. `load_tfds` materialises one instead.
+  For splits too large for memory (imagenet2012): pass it to ``Loader``, which
+  reads only the records of each batch. ``load_tfds`` materialises one instead.
 
-  Uses `tfds.data_source` (ArrayRecord files), which reads without
+  Uses ``tfds.data_source`` (ArrayRecord files), which reads without
   TensorFlow. The first use downloads and prepares the dataset into
-  `data_dir`; on a user's machine that needs network access, and decoding
+  ``data_dir``; on a user's machine that needs network access, and decoding
   real (PNG/JPEG-encoded) images needs pillow or opencv, as TFDS itself says
   when they are missing. (TFDS encodes numpy images such as MNIST's with
   TensorFlow while preparing them, so the one-time preparation of those may
@@ -24,7 +26,7 @@ class TfdsSource:
   Attributes:
     name: The TFDS name.
     split: The TFDS split.
-    num_classes: `num_classes` of the label feature.
+    num_classes: ``num_classes`` of the label feature.
   """
 
   def __init__(
@@ -45,16 +47,17 @@ class TfdsSource:
       split: TFDS split, e.g. "train", "test" or "train[:10%]".
       data_dir: TFDS data directory; None uses the TFDS default.
       image_key: Feature holding the images.
-      label_key: `ClassLabel` feature holding the labels.
+      label_key: ``ClassLabel`` feature holding the labels.
       image_size: If set, every image is resized (shorter side to
-        `image_size`, antialiased bilinear) and center-cropped to
-        `image_size` x `image_size`: needed for datasets whose images differ
+        ``image_size``, antialiased bilinear) and center-cropped to
+        ``image_size`` x ``image_size``: needed for datasets whose images differ
         in size, such as imagenet2012.
-      max_examples: If set (>= 1), keep only the first `max_examples` records.
+      max_examples: If set (>= 1), keep only the first ``max_examples`` records.
 
     Raises:
-      KeyError: If `image_key` or `label_key` is not a feature of the dataset.
-      ValueError: If the label feature has no `num_classes`, an argument is
+      KeyError: If ``image_key`` or ``label_key`` is not a feature of the
+        dataset.
+      ValueError: If the label feature has no ``num_classes``, an argument is
         invalid, or the split is empty.
     """
     if max_examples is not None and max_examples < 1:
@@ -97,7 +100,7 @@ class TfdsSource:
     return self._len
 
   def get(self, indices) -> tuple[np.ndarray, np.ndarray]:
-    """Returns `(images, labels)` of the records at `indices`, in order.
+    """Returns ``(images, labels)`` of the records at ``indices``, in order.
 
     Args:
       indices: Integer indices in [0, len(self)).
@@ -107,7 +110,7 @@ class TfdsSource:
 
     Raises:
       IndexError: If an index is out of range.
-      ValueError: If the images differ in shape (and `image_size` is None).
+      ValueError: If the images differ in shape (and ``image_size`` is None).
     """
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     if indices.size and (indices.min() < 0 or indices.max() >= self._len):
@@ -115,9 +118,9 @@ class TfdsSource:
           f"indices must be in [0, {self._len}), got values in "
           f"[{indices.min()}, {indices.max()}]."
       )
-    # One record at a time: `__getitems__` is not supported by
-    # `tfds.testing.mock_data`, and `len` bounds the indices because a mocked
-    # source never raises IndexError.
+    # One record at a time: ``__getitems__`` is not supported by
+    # ``tfds.testing.mock_data``, and ``len`` bounds the indices because a
+    # mocked source never raises IndexError.
     records = [self._source[int(i)] for i in indices]
     images = [_to_unit_float32(np.asarray(r[self._image_key])) for r in records]
     if self._image_size is not None:
@@ -133,45 +136,31 @@ class TfdsSource:
     return images, labels
 
 
-def load_tfds(
-    name: str,
-    split: str,
-    *,
-    data_dir: str | None = None,
-    image_key: str = "image",
-    label_key: str = "label",
-    max_examples: int | None = None,
-    image_size: int | None = None,
-) -> Dataset:
-  """Downloads (if needed) and materialises a TFDS split as a `Dataset`.
+def load_tfds(name: str, split: str, **options: Any) -> Dataset:
+  """Downloads (if needed) and materialises a TFDS split as a ``Dataset``.
 
-  See `TfdsSource` for what the first call needs (network, and pillow or
+  See ``TfdsSource`` for what the first call needs (network, and pillow or
   opencv to decode real images); reading needs no TensorFlow.
 
   Args:
     name: TFDS dataset name, e.g. "mnist" or "cifar10".
     split: TFDS split, e.g. "train", "test" or "train[:10%]".
-    data_dir: TFDS data directory; None uses the TFDS default.
-    image_key: Feature holding the images.
-    label_key: `ClassLabel` feature holding the labels.
-    max_examples: If set (>= 1), keep only the first `max_examples` records.
-    image_size: If set, resize and center-crop every image to a square of
-      this side (see `TfdsSource`); needed when image sizes differ.
+    **options: Keyword arguments of ``TfdsSource``, with its defaults:
+      ``data_dir``, ``image_key``, ``label_key``, ``image_size`` (needed when
+      image sizes differ) and ``max_examples``.
 
   Returns:
-    A `Dataset` with float32 images (uint8 pixels scaled to [0, 1]) and int32
+    A ``Dataset`` with float32 images (uint8 pixels scaled to [0, 1]) and int32
     labels.
 
   Raises:
-    KeyError: If `image_key` or `label_key` is not a feature of the dataset.
-    ValueError: If the label feature has no `num_classes`, `max_examples` is
+    KeyError: If ``image_key`` or ``label_key`` is not a feature of the dataset.
+    ValueError: If the label feature has no ``num_classes``, ``max_examples`` is
       invalid, or the images cannot be stacked into one array.
-    TypeError: If the images are neither uint8 nor floating point.
+    TypeError: If the images are neither uint8 nor floating point, or an
+      option is not an argument of ``TfdsSource``.
   """
-  source = TfdsSource(
-      name, split, data_dir=data_dir, image_key=image_key, label_key=label_key,
-      image_size=image_size, max_examples=max_examples,
-  )
+  source = TfdsSource(name, split, **options)
   images, labels = source.get(np.arange(len(source)))
   return Dataset(images, labels, source.num_classes)
 

@@ -1,7 +1,7 @@
 """Numpy image transforms: normalization, CIFAR-style augmentation, resizing.
 
 All functions work on NHWC (or HWC for single images) float arrays, are pure
-given their arguments, and draw randomness only from the `np.random.Generator`
+given their arguments, and draw randomness only from the ``np.random.Generator``
 they are passed.
 """
 
@@ -14,7 +14,7 @@ _STATS_CHUNK = 4096  # Examples per chunk: bounds the float64 temporaries.
 
 
 def normalize(images: np.ndarray, mean, std) -> np.ndarray:
-  """Returns `(images - mean) / std` per channel (the last axis), as float32.
+  """Returns ``(images - mean) / std`` per channel (the last axis), as float32.
 
   Args:
     images: float array of shape (..., C).
@@ -25,7 +25,7 @@ def normalize(images: np.ndarray, mean, std) -> np.ndarray:
     A new float32 array of the same shape.
 
   Raises:
-    ValueError: If `mean`/`std` do not have 1 or C entries, or a std <= 0.
+    ValueError: If ``mean``/``std`` do not have 1 or C entries, or a std <= 0.
   """
   images = np.asarray(images)
   mean = np.asarray(mean, np.float32).reshape(-1)
@@ -50,10 +50,10 @@ def channel_stats(ds: Dataset | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   chunks (two passes), so a 50,000-image CIFAR split needs no float64 copy.
 
   Args:
-    ds: A `Dataset` (its images are used) or an image array (N, ..., C).
+    ds: A ``Dataset`` (its images are used) or an image array (N, ..., C).
 
   Returns:
-    `(mean, std)`, float32 arrays of shape (C,).
+    ``(mean, std)``, float32 arrays of shape (C,).
 
   Raises:
     ValueError: If there are no images.
@@ -88,15 +88,15 @@ def random_crop_flip(
 ) -> np.ndarray:
   """Standard CIFAR augmentation: pad, random crop back, random horizontal flip.
 
-  Each image is padded by `padding` pixels on every side, with zeros
-  (`pad_mode="constant"`, as torchvision's `RandomCrop(32, padding=4)`) or by
-  mirroring without repeating the edge (`"reflect"`), then cropped back to
-  its size at an offset uniform in [0, 2 * padding] per axis, and mirrored left
-  to right with probability 1/2. Apply it before `normalize`, so padding is
-  black in [0, 1] pixel space.
+  Each image is padded by ``padding`` pixels on every side, with zeros
+  (``pad_mode="constant"``, as torchvision's ``RandomCrop(32, padding=4)``)
+  or by mirroring without repeating the edge (``"reflect"``), then cropped
+  back to its size at an offset uniform in [0, 2 * padding] per axis, and
+  mirrored left to right with probability 1/2. Apply it before
+  ``normalize``, so padding is black in [0, 1] pixel space.
 
   Draws, in this order: N row offsets, N column offsets, N uniforms for the
-  flips (only if `flip`). The same Generator state gives the same output.
+  flips (only if ``flip``). The same Generator state gives the same output.
 
   Args:
     images: Array of shape (N, H, W, C).
@@ -106,10 +106,11 @@ def random_crop_flip(
     pad_mode: "constant" (zeros) or "reflect".
 
   Returns:
-    A new array with the shape and dtype of `images`.
+    A new array with the shape and dtype of ``images``.
 
   Raises:
-    ValueError: If `images` is not 4-d, `padding` < 0, or `pad_mode` unknown.
+    ValueError: If ``images`` is not 4-d, ``padding`` < 0, or ``pad_mode``
+      unknown.
   """
   images = np.asarray(images)
   if images.ndim != 4:
@@ -147,7 +148,7 @@ def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   """Resizes one HWC image with antialiased bilinear interpolation.
 
-  Same kernel as `jax.image.resize(..., "linear", antialias=True)` up to
+  Same kernel as ``jax.image.resize(..., "linear", antialias=True)`` up to
   boundary handling (weights are renormalised at the borders).
 
   Args:
@@ -155,7 +156,7 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     size: Output (height, width), each >= 1.
 
   Returns:
-    float32 array of shape (*size, C), same value scale as `image`.
+    float32 array of shape (*size, C), same value scale as ``image``.
   """
   image = np.asarray(image)
   if image.ndim != 3:
@@ -170,16 +171,16 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
-  """Resizes the shorter side of an HWC image to `size`, then center-crops.
+  """Resizes the shorter side of an HWC image to ``size``, then center-crops.
 
-  The usual ImageNet evaluation geometry: the result is `size` x `size`.
+  The usual ImageNet evaluation geometry: the result is ``size`` x ``size``.
 
   Args:
     image: Array of shape (H, W, C).
     size: Output side length, >= 1.
 
   Returns:
-    float32 array of shape (size, size, C), same value scale as `image`.
+    float32 array of shape (size, size, C), same value scale as ``image``.
   """
   image = np.asarray(image)
   if image.ndim != 3:

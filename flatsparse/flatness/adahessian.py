@@ -148,24 +148,15 @@ def _transform(name: str, finish: _Finish, *, b1: Any, b2: Any, eps: Any,
   def update_fn(updates, state, params=None, *,
                 value_fn: protocol.ValueFn | None = None, **extra):
     del extra
-    protocol.require(name, "value_fn", value_fn, params=params)
-    count = state.count
-    v, estimate = hema.lazy_hutchinson_ema(
-        state.v,
-        hema.step_estimate(value_fn, params, state.key, count,
-                           num_probes=num_probes, probe=probe),
-        count, k=k, decay=b2, sample=sample,
+    v, estimate = hema.lazy_curvature(
+        name, state.v, state, params, value_fn, k=k, decay=b2,
+        num_probes=num_probes, probe=probe, sample=sample,
         last=state.estimate if every_step else None)
+    count = state.count
     m = tree_utils.ema(b1, state.m, updates)
-    dtype = hema.scalar_dtype(m)
-    c1 = hema.moment_bias_correction(b1, count, dtype)
-    c2 = hema.hessian_bias_correction(b2, count, k, bias_correction, dtype)
-
-    def precond(vo):
-      scaled = vo / c2
-      return (jnp.sqrt(scaled) if validation.is_number(hessian_power, 1)
-              else scaled ** (hessian_power / 2)) + eps
-
+    c1, precond = hema.power_preconditioner(
+        m, count, b1=b1, b2=b2, k=k, bias_correction=bias_correction,
+        power=hessian_power / 2, eps=eps)
     new_updates = finish(params, m, v, precond, c1, count)
     return new_updates, AdaHessianState(
         count=optax.safe_int32_increment(count), m=m, v=v, key=state.key,
@@ -207,9 +198,11 @@ def scale_by_adahessian(*, b1: float = 0.9, b2: float = 0.999,
       PyTorch-layout OIHW: ``(2, 3)``).
     bias_correction: of ``v`` when ``k > 1``: ``'step'``, ``'current_step'``
       or ``'refresh'`` (see ``sassha``).
-    hessian_ema: ``'refresh'`` (update ``v`` on refresh steps only) or
-      ``'every_step'`` (the reference code's cadence: re-add the latest
-      estimate on every step); see the module docstring.
+    hessian_ema: ``'refresh'`` (default: update ``v`` on refresh steps
+      only) or ``'every_step'`` (the reference code's cadence: re-add the
+      latest estimate on every step; pair it with
+      ``bias_correction='current_step'``); the same when ``k = 1``. See the
+      module docstring.
     seed: an int or a PRNG key (``flatsparse.rng.base_key``), may be
       traced under ``vmap``; the base key kept in the state.
 
@@ -217,28 +210,22 @@ def scale_by_adahessian(*, b1: float = 0.9, b2: float = 0.999,
     A transformation needing ``params`` and the extra argument ``value_fn``;
     its state is an :class:`AdaHessianState`; updates have the params'
     dtype.
-
-  References:
-    Yao et al., "ADAHESSIAN: An Adaptive Second Order Optimizer for Machine
-    Learning", AAAI 2021.
   """
 
   def finish(params, m, v, precond, c1, count):
     del count
-    return jax.tree.map(
-        lambda w, mo, vo: (mo / c1 / precond(vo)).astype(w.dtype),
-        params, m, v)
+    return hema.preconditioned_updates(params, m, v, precond, c1)
 
   return _transform("scale_by_adahessian", finish, b1=b1, b2=b2, eps=eps,
                     hessian_power=hessian_power, k=k, num_probes=num_probes,
                     probe=probe, spatial_averaging=spatial_averaging,
-                    spatial_axes=spatial_axes,
-                    bias_correction=bias_correction, hessian_ema=hessian_ema,
-                    seed=seed)
+                    spatial_axes=spatial_axes, bias_correction=bias_correction,
+                    hessian_ema=hessian_ema, seed=seed)
 
 
-def adahessian(learning_rate: optax.ScalarOrSchedule, *, b1: float = 0.9,
-               b2: float = 0.999, eps: float = 1e-4,
+# The docstring documents only what scale_by_adahessian's does not.
+def adahessian(learning_rate: optax.ScalarOrSchedule,  # noqa: D417
+               *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-4,
                weight_decay: float = 0.0, hessian_power: float = 1.0,
                k: int = 1, num_probes: int | None = None,
                probe: str = "rademacher",
@@ -252,54 +239,28 @@ def adahessian(learning_rate: optax.ScalarOrSchedule, *, b1: float = 0.9,
   weight_decay * w``: :func:`scale_by_adahessian` with the learning rate and
   the decoupled weight decay, computed in this order.
 
+  Takes the arguments of :func:`scale_by_adahessian`, with the same
+  defaults, and these:
+
   Args:
     learning_rate: a float or an optax schedule (at ``t - 1``). Injectable.
-    b1: first-moment decay.
-    b2: decay of the squared-curvature EMA.
-    eps: added to the preconditioner.
     weight_decay: decoupled decay, ``w <- w * (1 - lr_t * weight_decay)``.
-    hessian_power: ``p`` in ``(v / c2)^(p / 2)``, in (0, 1].
-    k: refresh the Hessian estimate every ``k`` steps (paper: 1).
-    num_probes: Hutchinson probes averaged per refresh: a static int >= 1,
-      or None for one (see ``sassha``).
-    probe: ``'rademacher'`` (the paper) or ``'gaussian'``.
-    spatial_averaging: average the estimate over conv kernels' windows.
-    spatial_axes: the window's axes of 4-d leaves (Flax HWIO: ``(0, 1)``;
-      PyTorch-layout OIHW: ``(2, 3)``).
-    bias_correction: of ``v`` when ``k > 1``: ``'step'``, ``'current_step'``
-      or ``'refresh'`` (see ``sassha``).
-    hessian_ema: ``'refresh'`` (default: update ``v`` on refresh steps
-      only) or ``'every_step'`` (the reference code: re-add the latest
-      estimate on every step; pair it with
-      ``bias_correction='current_step'``). Same when ``k = 1``.
-    seed: an int or a PRNG key (``flatsparse.rng.base_key``), may be
-      traced under ``vmap``; the base key kept in the state.
 
   Returns:
-    A transformation needing ``params`` and the extra argument ``value_fn``.
-
-  References:
-    Yao et al., "ADAHESSIAN: An Adaptive Second Order Optimizer for Machine
-    Learning", AAAI 2021.
+    A transformation needing ``params`` and the extra argument ``value_fn``,
+    with one :class:`AdaHessianState` as its state.
   """
   validation.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   use_decay = not validation.is_number(weight_decay, 0)
 
   def finish(params, m, v, precond, c1, count):
     lr = hema.learning_rate_at(learning_rate, count)
-    step_size = lr / c1
-
-    def leaf(w, mo, vo):
-      u = -step_size * mo / precond(vo)
-      if use_decay:
-        u = u - lr * weight_decay * w.astype(u.dtype)
-      return u.astype(w.dtype)
-
-    return jax.tree.map(leaf, params, m, v)
+    return hema.preconditioned_updates(
+        params, m, v, precond, c1, learning_rate=lr,
+        decay=lr * weight_decay if use_decay else None)
 
   return _transform("adahessian", finish, b1=b1, b2=b2, eps=eps,
                     hessian_power=hessian_power, k=k, num_probes=num_probes,
                     probe=probe, spatial_averaging=spatial_averaging,
-                    spatial_axes=spatial_axes,
-                    bias_correction=bias_correction, hessian_ema=hessian_ema,
-                    seed=seed)
+                    spatial_axes=spatial_axes, bias_correction=bias_correction,
+                    hessian_ema=hessian_ema, seed=seed)

@@ -55,14 +55,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flatsparse import protocol
 from flatsparse import tree_utils
 from flatsparse import validation
 from flatsparse.flatness import curvature
+from flatsparse.flatness.sam import static_count
 
 __all__ = [
     "BIAS_CORRECTIONS", "CADENCES", "probe_count", "learning_rate_at",
     "lazy_cond", "scalar_dtype", "moment_bias_correction",
     "hessian_bias_correction", "step_estimate", "lazy_hutchinson_ema",
+    "lazy_curvature", "power_preconditioner", "preconditioned_updates",
 ]
 
 BIAS_CORRECTIONS = ("step", "current_step", "refresh")
@@ -72,29 +75,13 @@ CADENCES = ("refresh", "every_step")
 def probe_count(num_probes: int | None) -> int:
   """``None`` means one probe; otherwise a static Python int >= 1.
 
-  ``None`` as a factory's default keeps ``optax.inject_hyperparams(factory)``
-  from turning the count into a traced array (it injects every numeric
-  argument, defaults included); an explicit count must then be in
-  ``static_args``.
-
-  Args:
-    num_probes: None or an int >= 1.
-
-  Returns:
-    The number of probes.
+  See ``flatsparse.flatness.sam.static_count`` for why ``None`` is the
+  default.
 
   Raises:
     ValueError: anything else.
   """
-  if num_probes is None:
-    return 1
-  if (isinstance(num_probes, bool) or not isinstance(num_probes, int)
-      or num_probes < 1):
-    raise ValueError(
-        f"num_probes must be a static int >= 1 (or None for 1), got "
-        f"{num_probes!r}; under optax.inject_hyperparams list it in "
-        "static_args.")
-  return num_probes
+  return static_count("num_probes", num_probes)
 
 
 def learning_rate_at(learning_rate: optax.ScalarOrSchedule,
@@ -218,3 +205,109 @@ def lazy_hutchinson_ema(moment: Any, estimate: Callable[[], Any],
                                new_sample()),
       lambda old: old, last)
   return tree_utils.ema(decay, moment, last), last
+
+
+def lazy_curvature(name: str, moment: Any, state: Any, params: Any,
+                   value_fn: Any, *, k: Any, decay: Any, num_probes: int,
+                   probe: str, sample: Callable[[Any], Any] | None = None,
+                   last: Any = None) -> tuple[Any, Any]:
+  """The EMA step of an optimizer that estimates the curvature at ``params``.
+
+  Checks that ``name``'s ``update`` got ``value_fn`` and ``params``
+  (``flatsparse.protocol.require``), then :func:`lazy_hutchinson_ema` of
+  :func:`step_estimate` with the state's base key and count (AdaHessian,
+  Sophia-H; Sassha estimates at its perturbed point instead).
+
+  Args:
+    name: the transform, for the error.
+    moment: the EMA (a pytree in the moments' dtype).
+    state: the optimizer state, with ``count`` and ``key``.
+    params: where the Hessian is estimated.
+    value_fn: the loss, ``params -> scalar``.
+    k: the refresh period.
+    decay: ``b2``.
+    num_probes: a static int >= 1 (:func:`probe_count`).
+    probe: one of ``curvature.PROBES``.
+    sample: as in :func:`lazy_hutchinson_ema`.
+    last: as in :func:`lazy_hutchinson_ema`.
+
+  Returns:
+    ``(moment, last)`` of :func:`lazy_hutchinson_ema`.
+  """
+  protocol.require(name, "value_fn", value_fn, params=params)
+  estimate = step_estimate(value_fn, params, state.key, state.count,
+                           num_probes=num_probes, probe=probe)
+  return lazy_hutchinson_ema(moment, estimate, state.count, k=k,
+                             decay=decay, sample=sample, last=last)
+
+
+def power_preconditioner(m: Any, count: jax.Array, *, b1: Any, b2: Any,
+                         k: Any, bias_correction: str, power: Any, eps: Any
+                         ) -> tuple[jax.Array, Callable[[Any], Any]]:
+  """Adam-style bias corrections and ``D -> (D / c2)^power + eps``.
+
+  Sassha (``power = alpha``) and AdaHessian (``power = hessian_power / 2``);
+  ``jnp.sqrt`` when ``power`` is the Python number 0.5.
+
+  Args:
+    m: the first moment (its dtype sets the corrections', see
+      :func:`scalar_dtype`).
+    count: the int32 number of updates taken.
+    b1: first-moment decay.
+    b2: curvature-EMA decay.
+    k: the refresh period.
+    bias_correction: one of ``BIAS_CORRECTIONS``.
+    power: applied to the bias-corrected curvature.
+    eps: added after the power.
+
+  Returns:
+    ``(c1, precond)``: ``c1 = 1 - b1^t`` and the preconditioner of one leaf.
+  """
+  dtype = scalar_dtype(m)
+  c1 = moment_bias_correction(b1, count, dtype)
+  c2 = hessian_bias_correction(b2, count, k, bias_correction, dtype)
+  root = validation.is_number(power, 0.5)
+
+  def precond(d):
+    scaled = d / c2
+    return (jnp.sqrt(scaled) if root else scaled ** power) + eps
+
+  return c1, precond
+
+
+def preconditioned_updates(params: Any, m: Any, curv: Any,
+                           precond: Callable[[Any], Any], c1: jax.Array, *,
+                           learning_rate: Any = None,
+                           decay: Any = None) -> Any:
+  """``m / c1 / precond(D)``, or the full step with a learning rate.
+
+  Without ``learning_rate``: the direction of ``scale_by_sassha`` and
+  ``scale_by_adahessian``. With it, ``u = -(lr / c1) * m / precond(D) -
+  decay * w`` in this order (``decay`` None: no decay), the update of
+  ``sassha`` and ``adahessian``.
+
+  Args:
+    params: the parameters ``w`` (the updates get their dtypes).
+    m: the first moment.
+    curv: the curvature EMA ``D``.
+    precond: the preconditioner of one leaf (:func:`power_preconditioner`).
+    c1: ``1 - b1^t``.
+    learning_rate: ``lr_t`` (already evaluated), or None for the direction.
+    decay: the decoupled decay factor of ``w``, or None.
+
+  Returns:
+    The updates.
+  """
+  if learning_rate is None:
+    return jax.tree.map(
+        lambda w, mo, d: (mo / c1 / precond(d)).astype(w.dtype),
+        params, m, curv)
+  step_size = learning_rate / c1
+
+  def leaf(w, mo, d):
+    u = -step_size * mo / precond(d)
+    if decay is not None:
+      u = u - decay * w.astype(u.dtype)
+    return u.astype(w.dtype)
+
+  return jax.tree.map(leaf, params, m, curv)

@@ -108,7 +108,8 @@ import optax
 
 from flatsparse import protocol
 
-__all__ = ["SAMState", "sam", "perturbation", "checked_value_fn"]
+__all__ = ["SAMState", "sam", "perturbation", "checked_value_fn",
+           "static_count"]
 
 
 def checked_value_fn(value_fn: Callable[..., Any], name: str = "value_fn"
@@ -147,6 +148,35 @@ def checked_value_fn(value_fn: Callable[..., Any], name: str = "value_fn"
       raise TypeError(f"{fix}, got dtype {dtype}.")
     return out
   return checked
+
+
+def static_count(name: str, value: Any, meaning: str = "") -> int:
+  """``value`` as a static Python int >= 1, ``None`` meaning 1.
+
+  For counts that fix shapes or loop lengths (``sub_batches`` here,
+  ``num_probes`` of the second-order optimizers): ``None`` as a factory's
+  default keeps ``optax.inject_hyperparams(factory)`` from turning the count
+  into a traced array (it injects every numeric argument, defaults
+  included); an explicit count must then be in ``static_args``.
+
+  Args:
+    name: the argument's name, for the error.
+    value: None or an int >= 1.
+    meaning: said in the error after ``>= 1`` (e.g. ``' (1: plain SAM)'``).
+
+  Returns:
+    The count.
+
+  Raises:
+    ValueError: anything else.
+  """
+  if value is None:
+    return 1
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(
+        f"{name} must be a static int >= 1{meaning} or None for 1, got "
+        f"{value!r}; under optax.inject_hyperparams list it in static_args.")
+  return value
 
 
 class SAMState(NamedTuple):
@@ -222,14 +252,8 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
     if not (math.isfinite(value) and value >= 0):
       raise ValueError(f"rho must be >= 0, got {rho!r}; allowed: a finite "
                        "number >= 0.")
-  if sub_batches is None:
-    sub_batches = 1
-  if (isinstance(sub_batches, bool) or not isinstance(sub_batches, int)
-      or sub_batches < 1):
-    raise ValueError(
-        f"sub_batches must be a static int >= 1 (1: plain SAM, m > 1: "
-        f"m-sharpness) or None for 1, got {sub_batches!r}; under "
-        "optax.inject_hyperparams list it in static_args.")
+  sub_batches = static_count("sub_batches", sub_batches,
+                             " (1: plain SAM, m > 1: m-sharpness)")
 
   def init_fn(params):
     del params

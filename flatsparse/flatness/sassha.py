@@ -180,15 +180,9 @@ def _transform(name: str, finish: _Finish, *, rho: Any, k: Any, b1: Any,
             hvp_fn, perturbed, key, num_probes=num_probes, kind=probe),
         count, k=k, decay=b2, sample=lambda d: jax.tree.map(jnp.abs, d))
     m = tree_utils.ema(b1, state.m, sharp)
-    dtype = hema.scalar_dtype(m)
-    c1 = hema.moment_bias_correction(b1, count, dtype)
-    c2 = hema.hessian_bias_correction(b2, count, k, bias_correction, dtype)
-
-    def precond(d):
-      scaled = d / c2
-      return (jnp.sqrt(scaled) if validation.is_number(alpha, 0.5)
-              else scaled ** alpha) + eps
-
+    c1, precond = hema.power_preconditioner(
+        m, count, b1=b1, b2=b2, k=k, bias_correction=bias_correction,
+        power=alpha, eps=eps)
     new_updates = finish(params, m, curv, precond, c1, count)
     return new_updates, SasshaState(
         count=optax.safe_int32_increment(count), m=m, D=curv, key=state.key)
@@ -234,26 +228,22 @@ def scale_by_sassha(rho: float = 0.2, *, k: int = 10, b1: float = 0.9,
   Returns:
     A transformation needing ``params`` and the extra argument ``value_fn``;
     its state is a :class:`SasshaState`; updates have the params' dtype.
-
-  References:
-    Shin, Lee, Chung & Lee, "SASSHA: Sharpness-aware Adaptive Second-order
-    Optimization with Stable Hessian Approximation", ICML 2025.
   """
 
   def finish(params, m, curv, precond, c1, count):
     del count
-    return jax.tree.map(
-        lambda w, mo, d: (mo / c1 / precond(d)).astype(w.dtype),
-        params, m, curv)
+    return hema.preconditioned_updates(params, m, curv, precond, c1)
 
   return _transform("scale_by_sassha", finish, rho=rho, k=k, b1=b1, b2=b2,
                     alpha=alpha, eps=eps, num_probes=num_probes, probe=probe,
                     bias_correction=bias_correction, sparse=sparse, seed=seed)
 
 
-def sassha(learning_rate: optax.ScalarOrSchedule, rho: float = 0.2, *,
-           k: int = 10, b1: float = 0.9, b2: float = 0.999,
-           alpha: float = 0.5, eps: float = 1e-4, weight_decay: float = 0.0,
+# The docstring documents only what scale_by_sassha's does not.
+def sassha(learning_rate: optax.ScalarOrSchedule,  # noqa: D417
+           rho: float = 0.2, *, k: int = 10, b1: float = 0.9,
+           b2: float = 0.999, alpha: float = 0.5, eps: float = 1e-4,
+           weight_decay: float = 0.0,
            peak_learning_rate: float | None = None,
            num_probes: int | None = None,
            probe: str = "rademacher", bias_correction: str = "step",
@@ -265,35 +255,20 @@ def sassha(learning_rate: optax.ScalarOrSchedule, rho: float = 0.2, *,
   - (lr_t * weight_decay / lr_0) * w``: :func:`scale_by_sassha` with the
   learning rate and the decoupled weight decay, computed in this order.
 
+  Takes the arguments of :func:`scale_by_sassha`, with the same defaults,
+  and these:
+
   Args:
     learning_rate: ``lr_t``, a float or an optax schedule of the step count
       (evaluated at ``t - 1``, optax's convention). Injectable.
-    rho: SAM radius, >= 0.
-    k: refresh the Hessian estimate every ``k`` steps (lazy Hessian), >= 1.
-    b1: first-moment decay.
-    b2: decay of the curvature EMA (per refresh).
-    alpha: power of the bias-corrected curvature (0.5: square root).
-    eps: added to the preconditioner ``(D / c2)^alpha``.
     weight_decay: decoupled decay relative to the peak learning rate:
       ``w <- w * (1 - lr_t * weight_decay / lr_0)``.
     peak_learning_rate: ``lr_0``; defaults to ``learning_rate`` when that is
       a number; required for a schedule with ``weight_decay > 0``.
-    num_probes: Hutchinson probes averaged per refresh: a static int >= 1,
-      or None for one (the reference's default).
-    probe: ``'rademacher'`` (the reference) or ``'gaussian'``.
-    bias_correction: ``'step'`` (reference code), ``'current_step'`` or
-      ``'refresh'``; see the module docstring.
-    sparse: perturb only active weights when a sparsity wrapper passes
-      ``masks`` (as ``sam``).
-    seed: an int or a PRNG key (``flatsparse.rng.base_key``), may be
-      traced under ``vmap``; the base key kept in the state.
 
   Returns:
-    A transformation needing ``params`` and the extra argument ``value_fn``.
-
-  References:
-    Shin, Lee, Chung & Lee, "SASSHA: Sharpness-aware Adaptive Second-order
-    Optimization with Stable Hessian Approximation", ICML 2025.
+    A transformation needing ``params`` and the extra argument ``value_fn``,
+    with one :class:`SasshaState` as its state.
   """
   validation.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   use_decay = not validation.is_number(weight_decay, 0)
@@ -307,21 +282,14 @@ def sassha(learning_rate: optax.ScalarOrSchedule, rho: float = 0.2, *,
 
   def finish(params, m, curv, precond, c1, count):
     lr = hema.learning_rate_at(learning_rate, count)
-    step_size = lr / c1
     if not use_decay:
       decay = None
     elif peak_learning_rate is None:  # lr_t = lr_0: the ratio is 1
       decay = weight_decay
     else:
       decay = lr * weight_decay / peak_learning_rate
-
-    def leaf(w, mo, d):
-      u = -step_size * mo / precond(d)
-      if decay is not None:
-        u = u - decay * w.astype(u.dtype)
-      return u.astype(w.dtype)
-
-    return jax.tree.map(leaf, params, m, curv)
+    return hema.preconditioned_updates(params, m, curv, precond, c1,
+                                       learning_rate=lr, decay=decay)
 
   return _transform("sassha", finish, rho=rho, k=k, b1=b1, b2=b2,
                     alpha=alpha, eps=eps, num_probes=num_probes, probe=probe,

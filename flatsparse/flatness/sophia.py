@@ -125,13 +125,10 @@ def _transform(name: str, finish: _Finish, *, b1: Any, b2: Any, gamma: Any,
   def update_fn(updates, state, params=None, *,
                 value_fn: protocol.ValueFn | None = None, **extra):
     del extra
-    protocol.require(name, "value_fn", value_fn, params=params)
+    new_h, _ = hema.lazy_curvature(
+        name, state.h, state, params, value_fn, k=k, decay=b2,
+        num_probes=num_probes, probe=probe)
     count = state.count
-    new_h, _ = hema.lazy_hutchinson_ema(
-        state.h,
-        hema.step_estimate(value_fn, params, state.key, count,
-                           num_probes=num_probes, probe=probe),
-        count, k=k, decay=b2)
     h = state.h if lagged_hessian else new_h
     m = tree_utils.ema(b1, state.m, updates)
     scale = (1 / hema.moment_bias_correction(b1, count, hema.scalar_dtype(m))
@@ -186,10 +183,6 @@ def scale_by_sophia_h(*, b1: float = 0.965, b2: float = 0.99,
   Returns:
     A transformation needing ``params`` and the extra argument ``value_fn``;
     its state is a :class:`SophiaHState`; updates have the params' dtype.
-
-  References:
-    Liu, Li, Hall, Liang & Ma, "Sophia: A Scalable Stochastic Second-order
-    Optimizer for Language Model Pre-training", ICLR 2024.
   """
 
   def finish(params, ratio, count):
@@ -203,9 +196,11 @@ def scale_by_sophia_h(*, b1: float = 0.965, b2: float = 0.99,
                     seed=seed)
 
 
-def sophia_h(learning_rate: optax.ScalarOrSchedule, *, b1: float = 0.965,
-             b2: float = 0.99, gamma: float = 0.01, eps: float = 1e-12,
-             weight_decay: float = 0.0, clip: float = 1.0, k: int = 10,
+# The docstring documents only what scale_by_sophia_h's does not.
+def sophia_h(learning_rate: optax.ScalarOrSchedule,  # noqa: D417
+             *, b1: float = 0.965, b2: float = 0.99, gamma: float = 0.01,
+             eps: float = 1e-12, weight_decay: float = 0.0, clip: float = 1.0,
+             k: int = 10,
              num_probes: int | None = None, probe: str = "rademacher",
              bias_correction: bool = False, lagged_hessian: bool = False,
              eps_mode: str = "floor", seed: Any = 0
@@ -216,33 +211,17 @@ def sophia_h(learning_rate: optax.ScalarOrSchedule, *, b1: float = 0.965,
   :func:`scale_by_sophia_h` with the decoupled weight decay and the
   learning rate.
 
+  Takes the arguments of :func:`scale_by_sophia_h`, with the same
+  defaults, and these:
+
   Args:
     learning_rate: a float or an optax schedule (at ``t - 1``). Injectable.
-    b1: first-moment decay.
-    b2: decay of the Hessian EMA (per refresh).
-    gamma: scale of the Hessian in the denominator.
-    eps: floor of the denominator (``eps_mode='floor'``), or added to it
-      (``'add'``).
-    weight_decay: decoupled decay, ``w <- w * (1 - lr_t * weight_decay)``.
-    clip: element-wise bound of the preconditioned step (> 0).
-    k: refresh the Hessian estimate every ``k`` steps.
-    num_probes: Hutchinson probes averaged per refresh: a static int >= 1,
-      or None for one (see ``sassha``).
-    probe: ``'rademacher'`` or ``'gaussian'`` (the paper's).
-    bias_correction: divide ``m`` by ``1 - b1^t`` (optax) or not (paper).
-    lagged_hessian: refresh ``h`` after the step (optax, levanter) instead
-      of before it (paper).
-    eps_mode: ``'floor'``: ``max(gamma * h, eps)`` (default); ``'add'``:
-      ``gamma * max(h, 0) + eps`` (the reference code).
-    seed: an int or a PRNG key (``flatsparse.rng.base_key``), may be
-      traced under ``vmap``; the base key kept in the state.
+    weight_decay: decoupled decay added to the clipped ratio before the
+      learning rate scales it: ``w <- w * (1 - lr_t * weight_decay)``.
 
   Returns:
-    A transformation needing ``params`` and the extra argument ``value_fn``.
-
-  References:
-    Liu, Li, Hall, Liang & Ma, "Sophia: A Scalable Stochastic Second-order
-    Optimizer for Language Model Pre-training", ICLR 2024.
+    A transformation needing ``params`` and the extra argument ``value_fn``,
+    with one :class:`SophiaHState` as its state.
   """
   validation.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   use_decay = not validation.is_number(weight_decay, 0)

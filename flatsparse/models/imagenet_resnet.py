@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flatsparse.models import layers
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(layers.ResidualBlock):
   """1x1 -> 3x3 -> 1x1 conv-BN bottleneck with a residual connection.
 
   torchvision's ResNet v1.5 layout: the stride sits on the 3x3 conv (the
@@ -44,10 +44,6 @@ class Bottleneck(nn.Module):
 
   expansion: ClassVar[int] = 4
 
-  features: int
-  strides: int = 1
-  dtype: Any = jnp.float32
-
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Applies the block to NHWC ``x``; ``train`` selects batch statistics."""
@@ -60,10 +56,7 @@ class Bottleneck(nn.Module):
     y = nn.relu(bn("bn2")(y))
     y = conv(out_features, 1, 1, name="conv3")(y)
     y = bn("bn3")(y)
-    if self.strides != 1 or x.shape[-1] != out_features:
-      x = conv(out_features, 1, self.strides, name="proj_conv")(x)
-      x = bn("proj_bn")(x)
-    return nn.relu(x + y)
+    return self.add_shortcut(x, y, train)
 
 
 class ResNet50(nn.Module):
@@ -97,26 +90,14 @@ class ResNet50(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """Computes logits.
-
-    Args:
-        x: Images of shape ``(batch, height, width, channels)``.
-        train: Use batch statistics and update ``batch_stats`` (needs
-            ``mutable=["batch_stats"]``) if True, running averages if False.
-
-    Returns:
-        Logits of shape ``(batch, num_classes)`` in ``dtype``.
-    """
+    """Logits ``(batch, num_classes)`` of NHWC images ``x`` (see the module
+    docstring for ``train`` and ``batch_stats``)."""
     k = self.width_multiplier
     x = layers.conv(64 * k, 7, 2, self.dtype, name="stem_conv")(x)
     x = nn.relu(layers.batch_norm(train, self.dtype, name="stem_bn")(x))
     # Max-pool pads with -inf, as PyTorch's MaxPool2d(3, 2, padding=1).
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    for i, num_blocks in enumerate(self.stage_sizes):
-      width = 64 * k * 2**i
-      for j in range(num_blocks):
-        strides = 2 if i > 0 and j == 0 else 1
-        name = f"stage{i + 1}_block{j + 1}"
-        x = Bottleneck(width, strides, self.dtype, name=name)(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+    widths = [64 * k * 2**i for i in range(len(self.stage_sizes))]
+    block = functools.partial(Bottleneck, dtype=self.dtype)
+    x = layers.residual_stages(x, block, self.stage_sizes, widths, train)
+    return layers.pooled_head(x, self.num_classes, self.dtype)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flatsparse.models import layers
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(layers.ResidualBlock):
   """Two 3x3 conv-BN layers with a residual connection (post-activation).
 
   The shortcut is the identity when input and output shapes agree, and a
@@ -37,10 +37,6 @@ class BasicBlock(nn.Module):
       He et al. 2016, arXiv:1512.03385.
   """
 
-  features: int
-  strides: int = 1
-  dtype: Any = jnp.float32
-
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Applies the block to NHWC ``x``; ``train`` selects batch statistics."""
@@ -50,10 +46,7 @@ class BasicBlock(nn.Module):
     y = nn.relu(bn("bn1")(y))
     y = conv(self.features, 3, 1, name="conv2")(y)
     y = bn("bn2")(y)
-    if self.strides != 1 or x.shape[-1] != self.features:
-      x = conv(self.features, 1, self.strides, name="proj_conv")(x)
-      x = bn("proj_bn")(x)
-    return nn.relu(x + y)
+    return self.add_shortcut(x, y, train)
 
 
 class _ResNetBase(nn.Module):
@@ -89,13 +82,9 @@ class _ResNetBase(nn.Module):
     dtype = self.dtype  # Declared as a field by every subclass.
     x = layers.conv(widths[0], 3, 1, dtype, name="stem_conv")(x)
     x = nn.relu(layers.batch_norm(train, dtype, name="stem_bn")(x))
-    for i, (num_blocks, width) in enumerate(zip(stage_sizes, widths)):
-      for j in range(num_blocks):
-        strides = 2 if i > 0 and j == 0 else 1
-        name = f"stage{i + 1}_block{j + 1}"
-        x = BasicBlock(width, strides, dtype, name=name)(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=dtype, name="head")(x)
+    block = functools.partial(BasicBlock, dtype=dtype)
+    x = layers.residual_stages(x, block, stage_sizes, widths, train)
+    return layers.pooled_head(x, self.num_classes, dtype)
 
 
 class CifarResNet(_ResNetBase):
@@ -186,44 +175,22 @@ class ResNet20(_HeCifarResNet):
 
 
 class ResNet32(_HeCifarResNet):
-  """ResNet-32 (He et al. 2016, CIFAR-10 family, n=5).
+  """ResNet-32 (n=5): ``ResNet20`` with 5 BasicBlocks per stage.
 
-  As ``ResNet20`` but with 5 BasicBlocks per stage. Uses 1x1 conv + BN
-  projection shortcuts (option B): 2,752 more parameters than the paper's
-  option A (464,154).
-
-  Trainable parameters with ``num_classes=10``, ``width_multiplier=1``:
-  466,906.
-
-  Attributes:
-      num_classes: Number of output logits.
-      width_multiplier: Scales the stage widths 16, 32, 64.
-      dtype: Computation dtype; parameters stay float32.
-
-  References:
-      He et al. 2016, arXiv:1512.03385.
+  Same fields and option-B shortcuts as ``ResNet20``. Trainable parameters
+  with ``num_classes=10``, ``width_multiplier=1``: 466,906 (paper's option A:
+  464,154).
   """
 
   blocks_per_stage: ClassVar[int] = 5
 
 
 class ResNet56(_HeCifarResNet):
-  """ResNet-56 (He et al. 2016, CIFAR-10 family, n=9).
+  """ResNet-56 (n=9): ``ResNet20`` with 9 BasicBlocks per stage.
 
-  As ``ResNet20`` but with 9 BasicBlocks per stage. Uses 1x1 conv + BN
-  projection shortcuts (option B): 2,752 more parameters than the paper's
-  option A (853,018).
-
-  Trainable parameters with ``num_classes=10``, ``width_multiplier=1``:
-  855,770.
-
-  Attributes:
-      num_classes: Number of output logits.
-      width_multiplier: Scales the stage widths 16, 32, 64.
-      dtype: Computation dtype; parameters stay float32.
-
-  References:
-      He et al. 2016, arXiv:1512.03385.
+  Same fields and option-B shortcuts as ``ResNet20``. Trainable parameters
+  with ``num_classes=10``, ``width_multiplier=1``: 855,770 (paper's option A:
+  853,018).
   """
 
   blocks_per_stage: ClassVar[int] = 9

@@ -136,9 +136,13 @@ class ViT(nn.Module):
   the class token (or, with ``"gap"``, the mean over tokens) goes through a
   zero-initialized Dense head.
 
-  Trainable parameters for 224x224 inputs and ``num_classes=1000``, token
-  classifier: ViT-B/16 86,567,656 (identical to the original ViT-B/16),
-  ViT-S/16 22,050,664, ViT-Ti/16 5,717,416 (identical to timm/DeiT).
+  The presets ``ViTTi16``, ``ViTS16`` and ``ViTB16`` only give
+  ``hidden_size``, ``num_layers``, ``num_heads`` and ``mlp_dim`` defaults
+  (every field can still be overridden, ``patch_size`` too). Trainable
+  parameters for 224x224 inputs and ``num_classes=1000``, token classifier:
+  ViT-B/16 86,567,656 (identical to the original ViT-B/16 and timm
+  ``vit_base_patch16_224``), ViT-S/16 22,050,664, ViT-Ti/16 5,717,416
+  (identical to timm/DeiT).
 
   Attributes:
       num_classes: Number of output logits.
@@ -240,22 +244,9 @@ class ViT(nn.Module):
 
 
 class ViTTi16(ViT):
-  """ViT-Ti/16: hidden 192, 12 layers, 3 heads, MLP 768 (DeiT-Tiny shape).
+  """ViT-Ti/16: DeiT-Tiny's shape (Touvron et al. 2021, arXiv:2012.12877).
 
-  Trainable parameters for 224x224 inputs, ``num_classes=1000``: 5,717,416.
-  Fields as ``ViT`` (``patch_size`` and the others can be overridden).
-
-  Attributes:
-      num_classes: Number of output logits.
-      hidden_size: 192.
-      num_layers: 12.
-      num_heads: 3.
-      mlp_dim: 768.
-      patch_size: 16 by default.
-
-  References:
-      Touvron et al. 2021, "Training data-efficient image transformers",
-      arXiv:2012.12877; Dosovitskiy et al. 2021, arXiv:2010.11929.
+  5,717,416 trainable parameters (224x224 inputs, 1000 classes).
   """
 
   hidden_size: int = 192
@@ -265,23 +256,7 @@ class ViTTi16(ViT):
 
 
 class ViTS16(ViT):
-  """ViT-S/16: hidden 384, 12 layers, 6 heads, MLP 1536 (DeiT-Small shape).
-
-  Trainable parameters for 224x224 inputs, ``num_classes=1000``: 22,050,664.
-  Fields as ``ViT`` (``patch_size`` and the others can be overridden).
-
-  Attributes:
-      num_classes: Number of output logits.
-      hidden_size: 384.
-      num_layers: 12.
-      num_heads: 6.
-      mlp_dim: 1536.
-      patch_size: 16 by default.
-
-  References:
-      Touvron et al. 2021, arXiv:2012.12877; Dosovitskiy et al. 2021,
-      arXiv:2010.11929.
-  """
+  """ViT-S/16, DeiT-Small's shape: 22,050,664 parameters (as in ``ViT``)."""
 
   hidden_size: int = 384
   num_layers: int = 12
@@ -290,23 +265,7 @@ class ViTS16(ViT):
 
 
 class ViTB16(ViT):
-  """ViT-B/16: hidden 768, 12 layers, 12 heads, MLP 3072.
-
-  Trainable parameters for 224x224 inputs, ``num_classes=1000``: 86,567,656
-  (identical to the original ViT-B/16 and timm ``vit_base_patch16_224``).
-  Fields as ``ViT`` (``patch_size`` and the others can be overridden).
-
-  Attributes:
-      num_classes: Number of output logits.
-      hidden_size: 768.
-      num_layers: 12.
-      num_heads: 12.
-      mlp_dim: 3072.
-      patch_size: 16 by default.
-
-  References:
-      Dosovitskiy et al. 2021, arXiv:2010.11929.
-  """
+  """ViT-B/16 (Dosovitskiy et al. 2021): 86,567,656 parameters, see ``ViT``."""
 
   hidden_size: int = 768
   num_layers: int = 12

@@ -94,17 +94,8 @@ class WideResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """Computes logits.
-
-    Args:
-        x: Images of shape ``(batch, height, width, channels)``.
-        train: Use batch statistics and update ``batch_stats`` (needs
-            ``mutable=["batch_stats"]``) and apply dropout (needs a
-            ``'dropout'`` rng when ``dropout_rate > 0``) if True.
-
-    Returns:
-        Logits of shape ``(batch, num_classes)`` in ``dtype``.
-    """
+    """Logits ``(batch, num_classes)`` of NHWC images ``x``; ``train`` uses
+    batch statistics and dropout (see the module docstring)."""
     if self.depth < 10 or (self.depth - 4) % 6:
       raise ValueError(
         f"depth must be 6 * n + 4 with n >= 1 (10, 16, 22, 28, 40, ...), "
@@ -113,18 +104,12 @@ class WideResNet(nn.Module):
     blocks_per_group = (self.depth - 4) // 6
     k = self.widen_factor
     x = layers.conv(16, 3, 1, self.dtype, name="stem_conv")(x)
-    for i, width in enumerate((16 * k, 32 * k, 64 * k)):
-      for j in range(blocks_per_group):
-        x = WideResNetBlock(
-          width,
-          strides=2 if i > 0 and j == 0 else 1,
-          dropout_rate=self.dropout_rate,
-          dtype=self.dtype,
-          name=f"group{i + 1}_block{j + 1}",
-        )(x, train)
+    block = functools.partial(WideResNetBlock, dropout_rate=self.dropout_rate,
+                              dtype=self.dtype)
+    x = layers.residual_stages(x, block, (blocks_per_group,) * 3,
+                               (16 * k, 32 * k, 64 * k), train, prefix="group")
     x = nn.relu(layers.batch_norm(train, self.dtype, name="final_bn")(x))
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+    return layers.pooled_head(x, self.num_classes, self.dtype)
 
 
 class WideResNet28x10(WideResNet):

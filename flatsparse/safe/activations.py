@@ -1,63 +1,9 @@
-"""Per-input-feature activation norms of every Dense/Conv layer (SAFE+, Wanda).
+"""SAFE+'s activation statistic: ``flatsparse.models.activations``.
 
-``input_feature_norms(model, variables, x)`` runs the model once and returns a
-pytree like ``variables['params']`` whose ``kernel`` leaves hold
-``||X_j||^2``, the squared norm of input feature ``j`` summed over the batch
-(and, for convolutions, over spatial positions: a per-channel statistic, the
-im2col norm up to border effects). Other leaves are ``None``. Layers are
-found with ``flax.linen.intercept_methods``, so any linen model works without
-changes.
-
-References:
-  Sun et al., "A Simple and Effective Pruning Approach for Large Language
-  Models" (Wanda), ICLR 2024.
+Re-exported here because SAFE+ is its first user; the capture itself is a
+model utility shared with Wanda-style importance.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
+from flatsparse.models.activations import input_feature_norms
 
 __all__ = ["input_feature_norms"]
-
-
-def input_feature_norms(model: nn.Module, variables: Any, x: Any,
-                        **apply_kwargs: Any) -> Any:
-  """``{..., 'kernel': ||X_j||^2}`` for every Dense/Conv of ``model``.
-
-  Args:
-    model: a linen module.
-    variables: its variables (``{'params': ..., 'batch_stats': ...}``).
-    x: the input batch.
-    **apply_kwargs: passed to ``model.apply`` (e.g. ``train=False``).
-
-  Returns:
-    A pytree like ``variables['params']``: vectors of length
-    ``in_features`` at kernels (in the inputs' dtype, at least float32),
-    ``None`` elsewhere.
-  """
-  norms: dict[tuple[str, ...], jax.Array] = {}
-
-  def record(next_fun, args, kwargs, context):
-    if (context.method_name == "__call__"
-        and isinstance(context.module, (nn.Dense, nn.Conv))):
-      inputs = jnp.asarray(args[0])
-      inputs = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
-      squared = jnp.sum(jnp.square(inputs).reshape(-1, inputs.shape[-1]), 0)
-      path = tuple(context.module.path)
-      norms[path] = norms.get(path, 0.0) + squared
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(record):
-    model.apply(variables, x, **apply_kwargs)
-
-  def leaf(path, value):
-    names = tuple(str(getattr(k, "key", k)) for k in path)
-    if names[-1] == "kernel" and names[:-1] in norms:
-      return jax.lax.stop_gradient(norms[names[:-1]])
-    del value
-    return None
-  return jax.tree_util.tree_map_with_path(leaf, variables["params"])

@@ -9,6 +9,10 @@ Keys (all optional except ``name``)::
     importance         'magnitude' | 'activation' | 'gradient' | 'hessian'
                        (default: 'activation' for safe_plus, else 'magnitude')
     overrides          {leaf path: sparsity}
+    min_kept           fewest entries a leaf (a row) keeps (default 1; 0
+                       allows empty leaves)
+    global_normalization  'none' | 'l2'   (global scope: rank raw scores, or
+                       each leaf's divided by its L2 norm)
     rounding           'round' | 'floor'   (kept count n - round(s n), or
                        n - floor(s n) as the reference SAFE code)
     lam, rho, dual_period, penalty_schedule, importance_ema
@@ -19,6 +23,11 @@ Keys (all optional except ``name``)::
                        (the trainer derives it from the run's seed)
     period, start_step (iht)
     bn_recalibration_examples   read by the training loop, not here
+
+The mask keys (``scope``, ``distribution``, ``importance``, ``overrides``,
+``min_kept``, ``global_normalization``) are the sparsity configs' too
+(``flatsparse.sparsity.spec``); their old sparsity names (``dist_type``,
+``sparsity_type``, ``structure``, ``score``) are errors naming the new key.
 """
 
 from __future__ import annotations
@@ -33,13 +42,13 @@ from flatsparse.safe.iht import iht
 from flatsparse.safe.projection import Projection
 from flatsparse.safe.safe import admm
 from flatsparse.safe.safe import safe
+from flatsparse.sparsity import spec
 
 __all__ = ["METHODS", "PROJECTION_KEYS", "LOOP_KEYS", "METHOD_KEYS",
            "CONFIG_KEYS", "projection_from_config", "create_from_config"]
 
 METHODS = ("safe", "safe_plus", "admm", "iht")
-PROJECTION_KEYS = ("sparsity", "scope", "distribution", "importance",
-                   "overrides", "rounding")
+PROJECTION_KEYS = ("sparsity", *spec.SPEC_KEYS, "rounding")
 LOOP_KEYS = ("bn_recalibration_examples",)
 # The keywords of each method's factory (beyond base, projection and
 # total_steps).
@@ -63,6 +72,7 @@ def _as_dict(config: Any) -> dict[str, Any]:
 
 
 def _name(cfg: Mapping[str, Any]) -> str:
+  spec.check_renamed(cfg, "SAFE config")
   name = cfg.get("name")
   validation.check_choice("SAFE-family method", name, METHODS)
   return name
@@ -72,11 +82,10 @@ def projection_from_config(config: Mapping[str, Any]) -> Projection:
   """The :class:`Projection` the config describes."""
   cfg = _as_dict(config)
   name = _name(cfg)
-  kwargs = {k: cfg[k] for k in PROJECTION_KEYS if k in cfg}
+  kwargs = {k: cfg[k] for k in ("sparsity", "rounding") if k in cfg}
+  kwargs.update(spec.config_kwargs(cfg, "SAFE config"))
   if name == "safe_plus":
     kwargs.setdefault("importance", "activation")
-  if kwargs.get("overrides") is not None:
-    kwargs["overrides"] = dict(kwargs["overrides"])
   return Projection(**kwargs)
 
 

@@ -17,7 +17,13 @@ distribution: uniform or ERK), ``row`` (per output unit: the kernel's last
 axis; sparsity per leaf from the distribution) and ``'N:M'`` (e.g. ``'2:4'``:
 ``N`` of every ``M`` consecutive entries along the input axis). Counts are
 exact, computed by the bisection top-k of ``flatsparse.sparsity.masks``
-(no full sort); ties are broken by flat index, lower index kept.
+(no full sort); ties are broken by flat index, lower index kept. Every group
+keeps at least ``min_kept`` entries (default 1; 0 allows an empty group),
+and the global scope can rank each leaf's scores divided by their L2 norm
+(``global_normalization='l2'``). The names (``scope``, ``distribution``,
+``importance``, ``overrides``, ``min_kept``, ``global_normalization``) are
+the sparsity wrappers' too: ``flatsparse.sparsity.spec``; the importances
+are computed by ``flatsparse.sparsity.importance``.
 
 Kept count of a group of ``n`` entries at sparsity ``s`` (``rounding``):
 
@@ -25,6 +31,8 @@ Kept count of a group of ``n`` entries at sparsity ``s`` (``rounding``):
   even (``flatsparse.sparsity.masks.num_to_keep``, as every pruner here).
 * ``'floor'``: ``n - floor(s n)``, the reference SAFE code's count (it prunes
   ``int(s n)``), ``s n`` in Python float64 for a Python sparsity.
+
+Either count is then raised to ``min(min_kept, n)``.
 
 The two differ by one weight, ``'round'`` keeping one fewer, where the
 fraction of ``s n`` exceeds 1/2, or equals 1/2 with ``floor(s n)`` odd
@@ -57,19 +65,22 @@ import jax.numpy as jnp
 from flatsparse import tree_utils
 from flatsparse import validation
 from flatsparse.sparsity import distributions
+from flatsparse.sparsity import importance as importance_lib
 from flatsparse.sparsity import masks as masks_lib
+from flatsparse.sparsity import spec
+from flatsparse.sparsity.importance import importance_shape
 
 __all__ = ["IMPORTANCES", "SCOPES", "ROUNDINGS", "Projection",
            "importance_shape", "num_to_keep"]
 
+# The importances and scopes (of flatsparse.sparsity.spec) Projection has.
 IMPORTANCES = ("magnitude", "activation", "gradient", "hessian", "custom")
-SCOPES = ("global", "layer", "row", "N:M (e.g. '2:4')")
+SCOPES = ("global", "layer", "row", "N:M")
 ROUNDINGS = ("round", "floor")
-_SCOPES_TEXT = "'global', 'layer', 'row', 'N:M' (e.g. '2:4')"
 
 
-def num_to_keep(size: int, sparsity: Any, rounding: str = "round"
-                ) -> jax.Array:
+def num_to_keep(size: int, sparsity: Any, rounding: str = "round",
+                min_kept: int = 0) -> jax.Array:
   """Entries kept of ``size`` at ``sparsity``, rounding ``s size`` as asked.
 
   Args:
@@ -79,31 +90,21 @@ def num_to_keep(size: int, sparsity: Any, rounding: str = "round"
       ``'floor'`` (``size - floor(s size)``, the reference SAFE code's count;
       in Python arithmetic, float64 for a Python float, when ``sparsity`` is
       a Python or NumPy number).
+    min_kept: the count is at least ``min(min_kept, size)``.
 
   Returns:
     An int32 scalar.
   """
   validation.check_choice("rounding", rounding, ROUNDINGS)
   if rounding == "round":
-    return masks_lib.num_to_keep(size, sparsity)
+    return masks_lib.num_to_keep(size, sparsity, min_kept)
+  least = min(min_kept, size)
   if isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool):
-    return jnp.int32(size - math.floor(sparsity * size))
+    return jnp.int32(max(size - math.floor(sparsity * size), least))
   s = jnp.asarray(sparsity)
   s = s.astype(jnp.promote_types(s.dtype, jnp.float32))
-  return jnp.int32(size) - jnp.floor(s * size).astype(jnp.int32)
-
-
-def importance_shape(shape: tuple[int, ...], importance: str,
-                     input_axis: int = -2) -> tuple[int, ...]:
-  """Shape of the stored importance of a kernel of ``shape``.
-
-  Per-input-feature for ``activation`` (ones except the input axis), the
-  kernel's shape otherwise.
-  """
-  if importance != "activation":
-    return tuple(shape)
-  axis = input_axis % len(shape)
-  return tuple(s if i == axis else 1 for i, s in enumerate(shape))
+  kept = jnp.int32(size) - jnp.floor(s * size).astype(jnp.int32)
+  return jnp.maximum(kept, least) if least else kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,36 +114,48 @@ class Projection:
   Attributes:
     sparsity: target in [0, 1); ``None`` only with an N:M scope (whose
       sparsity is ``1 - N/M``).
-    scope: ``'global'``, ``'layer'``, ``'row'`` or ``'N:M'`` (see module doc).
+    scope: ``'global'``, ``'layer'``, ``'row'`` or ``'N:M'`` (see module doc;
+      an ``NM`` structure of ``flatsparse.sparsity.masks`` sets its axis).
     distribution: per-leaf sparsities for ``layer``/``row`` (``uniform``,
       ``erk``).
     importance: one of ``IMPORTANCES``.
-    overrides: ``{leaf path: sparsity}`` fixed per leaf (layer/row scopes).
-    is_prunable: ``(path, leaf) -> bool``; default: ``ndim > 1``.
+    overrides: ``{leaf path: sparsity}`` fixed per leaf (layer/row scopes);
+      a leaf named here is projected even where ``is_prunable`` leaves it
+      dense.
+    is_prunable: ``(path, leaf) -> bool``; default: the kernels
+      (floating-point leaves named ``kernel`` with ``ndim > 1``,
+      ``flatsparse.sparsity.spec.default_is_prunable``).
     input_axis: the kernel's input-feature axis (-2 for Dense ``(in, out)``
       and Conv ``(h, w, in, out)`` kernels).
     rounding: how a sparsity becomes a kept count (see :func:`num_to_keep`):
       ``'round'`` (default) or ``'floor'`` (the reference SAFE code).
+    min_kept: the fewest entries each comparison group (leaf; row for the
+      row scope) keeps, whatever the sparsity: default 1, 0 allows empty
+      groups.
+    global_normalization: ``'none'`` (default) or ``'l2'``: the global scope
+      ranks each leaf's scores divided by their L2 norm.
   """
 
   sparsity: float | None = 0.9
-  scope: str = "layer"
+  scope: Any = "layer"
   distribution: str = "uniform"
   importance: str = "magnitude"
   overrides: Mapping[str, float] | None = None
-  is_prunable: Callable[[str, Any], bool] = distributions.default_is_prunable
+  is_prunable: Callable[[str, Any], bool] = spec.default_is_prunable
   input_axis: int = -2
   rounding: str = "round"
+  min_kept: int = 1
+  global_normalization: str = "none"
 
   def __post_init__(self):
-    validation.check_choice("importance", self.importance, IMPORTANCES)
+    spec.check_importance(self.importance, IMPORTANCES, owner="Projection")
     validation.check_choice("distribution", self.distribution,
                             distributions.DISTRIBUTIONS)
     validation.check_choice("rounding", self.rounding, ROUNDINGS)
+    kind = self._scope().kind
+    spec.check_min_kept(self.min_kept)
+    spec.check_global_normalization(self.global_normalization, kind)
     nm = self._nm()
-    if nm is None and self.scope not in ("global", "layer", "row"):
-      raise ValueError(f"Unknown scope {self.scope!r}; allowed: "
-                       f"{_SCOPES_TEXT}.")
     if nm is not None:
       fixed = nm.fixed_sparsity()
       if self.sparsity is not None and not _close(self.sparsity, fixed):
@@ -153,28 +166,29 @@ class Projection:
       raise ValueError(f"scope {self.scope!r} needs a sparsity in [0, 1).")
     else:
       distributions.check_sparsity(self.sparsity)
-    if self.scope == "global" and (self.distribution != "uniform"
-                                   or self.overrides):
+    if kind == "global" and (self.distribution != "uniform"
+                             or self.overrides):
       raise ValueError("scope 'global' picks one budget over all leaves; "
                        "distribution and overrides apply to 'layer' and "
                        "'row' scopes only.")
 
+  def _scope(self) -> spec.Scope:
+    return spec.parse_scope(self.scope, SCOPES, owner="Projection",
+                            nm_axis=self.input_axis)
+
   def _nm(self) -> masks_lib.NM | None:
-    if ":" not in str(self.scope):
-      return None
-    parts = str(self.scope).split(":")
-    try:
-      n, m = (int(p) for p in parts)
-    except ValueError as e:
-      raise ValueError(f"Bad N:M scope {self.scope!r}; allowed: "
-                       f"{_SCOPES_TEXT}.") from e
-    return masks_lib.NM(n, m, axis=self.input_axis)
+    scope = self._scope()
+    return scope.structure if scope.kind == "N:M" else None
 
   # Structure -----------------------------------------------------------------
 
   def prunable(self, params: Any) -> dict[str, Any]:
-    """``{path: leaf}`` of the leaves the projection acts on."""
-    return distributions.prunable_leaves(params, self.is_prunable)
+    """``{path: leaf}`` of the leaves the projection acts on (``is_prunable``
+    or named in ``overrides``)."""
+    return distributions.prunable_leaves(params, self._selects())
+
+  def _selects(self) -> Callable[[str, Any], bool]:
+    return spec.selects(self.is_prunable, self.overrides)
 
   def leaf_sparsities(self, params: Any) -> dict[str, Any]:
     """Per-leaf sparsity for the layer/row scopes."""
@@ -187,12 +201,13 @@ class Projection:
     leaves = self.prunable(params)
     if not leaves:
       raise ValueError("The projection found no prunable leaves (default: "
-                       "ndim > 1); check is_prunable.")
+                       "the kernels, floating-point leaves named 'kernel' "
+                       "with ndim > 1); check is_prunable.")
     nm = self._nm()
     for path, leaf in leaves.items():
       if nm is not None:
         nm.check(tuple(leaf.shape), path)
-    if nm is None and self.scope != "global":
+    if nm is None and self._scope().kind != "global":
       self.leaf_sparsities(params)  # validates overrides
 
   def init_importance(self, params: Any) -> Any:
@@ -230,27 +245,28 @@ class Projection:
     flat_p = ({} if importance is None else
               dict(_flat(importance, keep_none=True)))
 
-    def score(path, v):
-      s = jnp.abs(v.astype(tree_utils.moment_dtype(v)))
-      p = flat_p.get(path)
-      return s if p is None else s * jnp.sqrt(jnp.maximum(p, 0.0))
-    return self.map_prunable(score, tree)
+    return self.map_prunable(
+        lambda path, v: importance_lib.weighted_magnitude(v, flat_p.get(path)),
+        tree)
 
   def masks(self, tree: Any, importance: Any = None) -> Any:
     """Boolean masks like ``tree`` (``None`` on non-prunable leaves)."""
     scored = self.scores(tree, importance)
     flat = _flat(scored)
     paths, leaves = [p for p, _ in flat], [s for _, s in flat]
-    nm = self._nm()
+    nm, kind = self._nm(), self._scope().kind
     if nm is not None:
       chosen = [nm.mask(s, nm.fixed_sparsity()) for s in leaves]
-    elif self.scope == "global":
+    elif kind == "global":
       total = sum(s.size for s in leaves)
+      if self.global_normalization == "l2":
+        leaves = [importance_lib.l2_normalize(s) for s in leaves]
       chosen = masks_lib.topk_masks_global(
-          leaves, self.num_to_keep(total, self.sparsity))
+          leaves, num_to_keep(total, self.sparsity, self.rounding),
+          self.min_kept)
     else:
       sparsities = self.leaf_sparsities(tree)
-      if self.scope == "layer":
+      if kind == "layer":
         chosen = masks_lib.topk_masks(
             leaves, [self.num_to_keep(s.size, sparsities[p])
                      for p, s in zip(paths, leaves)])
@@ -261,8 +277,9 @@ class Projection:
     return self.map_prunable(lambda path, _: by_path[path], tree)
 
   def num_to_keep(self, size: int, sparsity: Any) -> jax.Array:
-    """Entries kept of a group of ``size`` (:func:`num_to_keep`)."""
-    return num_to_keep(size, sparsity, self.rounding)
+    """Entries kept of a group of ``size`` (:func:`num_to_keep`, at least
+    ``min_kept``)."""
+    return num_to_keep(size, sparsity, self.rounding, self.min_kept)
 
   def project(self, tree: Any, importance: Any = None) -> tuple[Any, Any]:
     """``(Proj(tree), masks)``; non-prunable leaves pass through unchanged."""
@@ -275,9 +292,11 @@ class Projection:
   def map_prunable(self, fn: Callable[[str, Any], Any], tree: Any) -> Any:
     """``fn(path, leaf)`` on the prunable leaves of ``tree``, ``None``
     elsewhere (the masks convention)."""
+    selects = self._selects()
+
     def visit(path, leaf):
       name = distributions.path_str(path)
-      return fn(name, leaf) if self.is_prunable(name, leaf) else None
+      return fn(name, leaf) if selects(name, leaf) else None
     return jax.tree_util.tree_map_with_path(visit, tree)
 
   def only_prunable(self, tree: Any) -> Any:

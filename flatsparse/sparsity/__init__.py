@@ -4,7 +4,7 @@ Example::
 
     import optax, flatsparse as fs
     pruner = fs.sparsity.magnitude_pruning(
-        sparsity=0.9, distribution="erk",
+        sparsity=0.9, distribution="erk",   # scope="layer", min_kept=1
         schedule=fs.sparsity.Polynomial(update_freq=10, update_end_step=1000))
     tx = pruner.wrap(optax.adam(1e-3))   # the wrapper goes outermost
     state = tx.init(params)
@@ -14,9 +14,10 @@ Example::
 """
 
 from flatsparse.sparsity import distributions
+from flatsparse.sparsity import importance
 from flatsparse.sparsity import masks
 from flatsparse.sparsity import schedules
-from flatsparse.sparsity import scores
+from flatsparse.sparsity import spec
 from flatsparse.sparsity.algorithms import ACDC
 from flatsparse.sparsity.algorithms import acdc
 from flatsparse.sparsity.algorithms import DynamicSparse
@@ -36,7 +37,6 @@ from flatsparse.sparsity.algorithms import StaticSparse
 from flatsparse.sparsity.config import ALGORITHMS
 from flatsparse.sparsity.config import create_updater_from_config
 from flatsparse.sparsity.config import register_algorithm
-from flatsparse.sparsity.distributions import default_is_prunable
 from flatsparse.sparsity.distributions import layer_sparsities
 from flatsparse.sparsity.masks import Block
 from flatsparse.sparsity.masks import Channel
@@ -48,6 +48,7 @@ from flatsparse.sparsity.schedules import NoUpdate
 from flatsparse.sparsity.schedules import OneShot
 from flatsparse.sparsity.schedules import Periodic
 from flatsparse.sparsity.schedules import Polynomial
+from flatsparse.sparsity.spec import default_is_prunable
 from flatsparse.sparsity.updater import apply_masks
 from flatsparse.sparsity.updater import check_sparse
 from flatsparse.sparsity.updater import find_sparse_state
@@ -61,7 +62,7 @@ from flatsparse.sparsity.updater import summarize_sparsity
 from flatsparse.sparsity.updater import vmap_axes
 
 __all__ = [
-    "distributions", "masks", "schedules", "scores",
+    "distributions", "importance", "masks", "schedules", "spec",
     "ACDC", "acdc", "DynamicSparse", "global_magnitude_pruning",
     "global_saliency_pruning", "GlobalPruning", "magnitude_pruning",
     "magnitude_ste", "no_pruning", "random_pruning", "random_ste", "rigl",

@@ -2,11 +2,18 @@
 
 Config keys (all optional except ``algorithm``)::
 
-    algorithm          name in ALGORITHMS (or one added by register_algorithm)
+    algorithm          name in ALGORITHMS (or one added by register_algorithm);
+                       it sets the importance (magnitude, saliency, random)
     sparsity           target in [0, 1)
-    dist_type          'uniform' | 'erk'
-    sparsity_type      'unstructured' | 'N:M' (e.g. '2:4') | 'block:RxC' |
-                       'channel'
+    scope              'layer' | 'N:M' (e.g. '2:4') | 'block:RxC' | 'channel'
+                       (default 'layer'; 'global' for the global_* algorithms,
+                       their default)
+    distribution       'uniform' | 'erk'
+    overrides          {leaf path: sparsity}
+    min_kept           fewest weights a prunable leaf keeps (default 1; 0
+                       allows empty leaves)
+    global_normalization  'none' | 'l2'   (global_* algorithms: rank raw
+                       scores, or each leaf's divided by its L2 norm)
     schedule           'no_update' | 'one_shot' | 'periodic' | 'polynomial'
     update_freq, update_start_step, update_end_step, initial_sparsity
                        (polynomial reads all four, periodic all but
@@ -15,11 +22,15 @@ Config keys (all optional except ``algorithm``)::
                        an error unless None)
     drop_fraction, drop_fraction_end_step          (SET / RigL)
     warmup_steps, sparse_steps, dense_steps, final_sparse_step   (AC/DC)
-    overrides          {leaf path: sparsity}
     mask_storage       'uint8' | 'packed'
     seed               int, or None: the ``seed`` argument of
                        create_updater_from_config (the trainer derives it from
                        the run's seed; see ``flatsparse.rng``)
+
+The mask keys (``scope``, ``distribution``, ``overrides``, ``min_kept``,
+``global_normalization``) are SAFE's too (``flatsparse.sparsity.spec``); the
+old names ``dist_type``, ``sparsity_type`` and ``structure`` are errors naming
+the new key.
 """
 
 from __future__ import annotations
@@ -29,10 +40,11 @@ from typing import Any
 
 from flatsparse.sparsity import algorithms
 from flatsparse.sparsity import schedules
+from flatsparse.sparsity import spec
 from flatsparse.sparsity.updater import SparseUpdater
 
 __all__ = ["ALGORITHMS", "register_algorithm", "create_updater_from_config",
-           "SCHEDULES", "CONFIG_KEYS"]
+           "SCHEDULES", "MASK_KEYS", "CONFIG_KEYS"]
 
 ALGORITHMS: dict[str, Callable[..., SparseUpdater]] = {
     "no_prune": algorithms.no_pruning,
@@ -54,12 +66,14 @@ _SCHEDULE_KEYS = ("update_freq", "update_start_step", "update_end_step",
                   "initial_sparsity")
 _SCHEDULE_USES = {"no_update": (), "one_shot": ("update_start_step",),
                   "periodic": _SCHEDULE_KEYS[:3], "polynomial": _SCHEDULE_KEYS}
-_RENAMED = {"dist_type": "distribution", "sparsity_type": "structure"}
-_PASSED = ("sparsity", "overrides", "mask_storage", "seed", "drop_fraction",
+# The mask specification's keys (spec.SPEC_KEYS) but importance, which the
+# algorithm's name sets.
+MASK_KEYS = tuple(k for k in spec.SPEC_KEYS if k != "importance")
+_PASSED = ("sparsity", "mask_storage", "seed", "drop_fraction",
            "drop_fraction_end_step", "warmup_steps", "sparse_steps",
            "dense_steps", "final_sparse_step")
 # Every key create_updater_from_config accepts besides ``algorithm``.
-CONFIG_KEYS = ("schedule", *_SCHEDULE_KEYS, *_RENAMED, *_PASSED)
+CONFIG_KEYS = ("schedule", *_SCHEDULE_KEYS, *MASK_KEYS, *_PASSED)
 
 
 def register_algorithm(name: str, factory: Callable[..., SparseUpdater],
@@ -119,13 +133,17 @@ def create_updater_from_config(config: Mapping[str, Any], *,
   if name not in ALGORITHMS:
     raise ValueError(f"Unknown sparsity algorithm {name!r}; allowed: "
                      f"{', '.join(ALGORITHMS)}.")
+  mask = spec.config_kwargs(cfg, "Sparsity config")
   allowed = set(CONFIG_KEYS)
   unknown = sorted(set(cfg) - allowed)
   if unknown:
+    hint = (" The algorithm's name sets the importance (e.g. 'magnitude', "
+            "'saliency', 'global_magnitude')." if "importance" in unknown
+            else "")
     raise ValueError(f"Unknown sparsity config keys {unknown}; allowed: "
-                     f"{sorted(allowed)}.")
+                     f"{sorted(allowed)}.{hint}")
   kwargs = {k: cfg[k] for k in _PASSED if k in cfg}
-  kwargs.update({new: cfg[old] for old, new in _RENAMED.items() if old in cfg})
+  kwargs.update(mask)
   if cfg.get("schedule") is not None:
     kwargs["schedule"] = _schedule(cfg["schedule"], cfg)
   elif any(cfg.get(k) is not None for k in _SCHEDULE_KEYS):

@@ -9,7 +9,11 @@ A distribution turns one target sparsity into a per-leaf sparsity:
   would exceed 1 are made dense and ``eps`` is solved again for the rest.
 
 ``overrides`` maps leaf paths (``'params/Dense_0/kernel'``) to a fixed sparsity
-that the distribution does not touch (0.0 keeps a leaf dense).
+that the distribution does not touch (0.0 keeps a leaf dense); a leaf named
+there is pruned even where ``is_prunable`` (default: the kernels,
+``spec.default_is_prunable``) leaves it dense. ``DISTRIBUTIONS`` and the
+default predicate belong to the shared vocabulary (``flatsparse.sparsity.spec``)
+and are re-exported here.
 
 References:
   Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020.
@@ -23,8 +27,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+
+from flatsparse.sparsity.spec import default_is_prunable
+from flatsparse.sparsity.spec import DISTRIBUTIONS
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -36,7 +42,6 @@ __all__ = [
     "erk_sparsities",
 ]
 
-DISTRIBUTIONS = ("uniform", "erk")
 IsPrunable = Callable[[str, Any], bool]
 
 
@@ -51,20 +56,6 @@ def path_str(path: tuple[Any, ...]) -> str:
     else:
       parts.append(str(key))
   return "/".join(parts)
-
-
-def default_is_prunable(path: str, leaf: Any) -> bool:
-  """Floating-point kernels (ndim > 1) are prunable.
-
-  Biases, norms and scalars stay dense, and so do integer and bool leaves
-  (step counters, embeddings' index tables, quantized weights): their "zero"
-  is not a pruned weight and an optimizer update cannot be masked onto them.
-  A custom ``is_prunable`` that selects such a leaf is an error at ``init``.
-  """
-  del path
-  dtype = getattr(leaf, "dtype", None)
-  return (getattr(leaf, "ndim", 0) > 1 and dtype is not None
-          and jnp.issubdtype(dtype, jnp.floating))
 
 
 def prunable_leaves(params: Any,

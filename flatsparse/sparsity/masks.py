@@ -146,14 +146,26 @@ def topk_mask(scores: Array, k: Array | int) -> Array:
   return topk_masks([scores], [k])[0]
 
 
-def topk_masks_global(scores: Sequence[Array], k: Array | int) -> list[Array]:
+def topk_masks_global(scores: Sequence[Array], k: Array | int,
+                      min_kept: int = 0) -> list[Array]:
   """Masks keeping the ``k`` largest scores across several arrays jointly.
 
   Counting runs over each array in place: nothing is concatenated. Ties are
   broken by position in the sequence, then flat index.
+
+  With ``min_kept > 0`` every array keeps at least ``min(min_kept, size)``
+  of its own largest entries: they are reserved (ranked first) before the
+  shared ranking, and the total kept is ``max(k, reserved)``. Where the
+  plain top-``k`` already keeps that many of every array, the masks are
+  the same (it costs one more bisection).
   """
   if not scores:
     return []
+  if min_kept:
+    reserve = [min(min_kept, s.size) for s in scores]
+    reserved = topk_masks(scores, reserve)
+    scores = [jnp.where(r, jnp.inf, s) for r, s in zip(reserved, scores)]
+    k = jnp.maximum(jnp.asarray(k, jnp.int32), sum(reserve))
   keys = [ordered_key(s).reshape(-1) for s in scores]
   flat = _select_top(keys, [0] * len(keys),
                      jnp.asarray(k, jnp.int32).reshape(1))
@@ -201,12 +213,14 @@ def topk_mask_rows(scores: Array, k: Array | int) -> Array:
   return (keys > thresholds) | (tie & (index <= last[:, None]))
 
 
-def num_to_keep(size: int, sparsity: Array | float) -> Array:
+def num_to_keep(size: int, sparsity: Array | float,
+                min_kept: int = 0) -> Array:
   """Entries to keep for a target sparsity:
-  ``size - round(sparsity * size)``."""
+  ``max(size - round(sparsity * size), min(min_kept, size))``."""
   pruned = jnp.round(
       jnp.asarray(sparsity, jnp.float32) * size).astype(jnp.int32)
-  return jnp.int32(size) - pruned
+  kept = jnp.int32(size) - pruned
+  return jnp.maximum(kept, min(min_kept, size)) if min_kept else kept
 
 
 def _normalize_axis(axis: int, ndim: int, what: str) -> int:
@@ -355,17 +369,19 @@ Structure = Unstructured | NM | Block | Channel
 
 
 def masks_for_leaves(structure: Structure, scores: Sequence[Array],
-                     sparsities: Sequence[Array | float]) -> list[Array]:
+                     sparsities: Sequence[Array | float],
+                     min_kept: int = 0) -> list[Array]:
   """Masks of several leaves at their sparsities, in one joint top-k.
 
   Pooling structures (unstructured, block, channel) score their units, select
-  exactly ``units - round(s * units)`` per leaf, and expand back; N:M ranks
-  inside each group.
+  exactly ``units - round(s * units)`` per leaf (at least ``min_kept``
+  units), and expand back; N:M ranks inside each group (keeping ``n >= 1``
+  of each at the final sparsity).
   """
   if isinstance(structure, NM):
     return [structure.mask(s, sp) for s, sp in zip(scores, sparsities)]
   pooled = [structure.pool(s) for s in scores]
-  chosen = topk_masks(pooled, [num_to_keep(p.size, sp)
+  chosen = topk_masks(pooled, [num_to_keep(p.size, sp, min_kept)
                                for p, sp in zip(pooled, sparsities)])
   return [structure.expand(m, s.shape) for m, s in zip(chosen, scores)]
 

@@ -45,13 +45,8 @@ def _check_int(name: str, value: int | None, low: int) -> None:
     validation.check_count(name, value, low)
 
 
-@dataclasses.dataclass(frozen=True)
-class NoUpdate:
-  """Masks never change after ``init``."""
-
-  def is_update_step(self, step: Array) -> Array:
-    del step
-    return jnp.asarray(False)
+class _FixedTarget:
+  """Base of the schedules whose every update prunes to the target itself."""
 
   def sparsity(self, step: Array, target) -> Array:
     del step
@@ -59,7 +54,16 @@ class NoUpdate:
 
 
 @dataclasses.dataclass(frozen=True)
-class OneShot:
+class NoUpdate(_FixedTarget):
+  """Masks never change after ``init``."""
+
+  def is_update_step(self, step: Array) -> Array:
+    del step
+    return jnp.asarray(False)
+
+
+@dataclasses.dataclass(frozen=True)
+class OneShot(_FixedTarget):
   """Prune to the target once, at ``target_step``."""
 
   target_step: int = 0
@@ -70,13 +74,9 @@ class OneShot:
   def is_update_step(self, step: Array) -> Array:
     return step == self.target_step
 
-  def sparsity(self, step: Array, target) -> Array:
-    del step
-    return jnp.asarray(target, jnp.float32)
-
 
 @dataclasses.dataclass(frozen=True)
-class Periodic:
+class Periodic(_FixedTarget):
   """Re-prune to the target every ``update_freq`` steps in ``[start, end]``."""
 
   update_freq: int = 1
@@ -99,10 +99,6 @@ class Periodic:
     if self.update_end_step is not None:
       ok &= step <= self.update_end_step
     return ok
-
-  def sparsity(self, step: Array, target) -> Array:
-    del step
-    return jnp.asarray(target, jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)

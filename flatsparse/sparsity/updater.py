@@ -65,9 +65,10 @@ import optax
 from flatsparse import rng
 from flatsparse import tree_utils
 from flatsparse.sparsity import distributions
+from flatsparse.sparsity import importance as importance_lib
 from flatsparse.sparsity import masks as masks_lib
 from flatsparse.sparsity import schedules
-from flatsparse.sparsity import scores as scores_lib
+from flatsparse.sparsity import spec
 from flatsparse.tree_utils import is_none
 from flatsparse.tree_utils import map_masked
 
@@ -111,17 +112,31 @@ class SparseState(NamedTuple):
 class SparseUpdater:
   """Prune-by-score updater; algorithms subclass it.
 
+  The mask specification (``scope``, ``distribution``, ``overrides``,
+  ``is_prunable``, ``importance``, ``min_kept``, ``global_normalization``)
+  is the vocabulary SAFE's ``Projection`` shares (``flatsparse.sparsity.
+  spec``); the old argument names ``structure`` and ``score`` are errors
+  naming the new ones.
+
   Attributes:
     sparsity: target fraction of zeros in [0, 1).
+    scope: ``'layer'`` (default: each leaf keeps its own count), ``'2:4'``
+      (N:M), ``'block:4x4'``, ``'channel'``, or a structure from ``masks``;
+      ``'global'`` is :class:`~flatsparse.sparsity.GlobalPruning`'s.
     distribution: ``'uniform'`` or ``'erk'`` (see ``distributions``).
-    overrides: ``{leaf path: sparsity}`` fixed per leaf.
-    is_prunable: ``(path, leaf) -> bool``; default: floating-point leaves
-      with ``ndim > 1`` (``distributions.default_is_prunable``).
-    structure: ``'unstructured'``, ``'2:4'``, ``'block:4x4'``, ``'channel'``
-      or a structure from ``masks``.
+    overrides: ``{leaf path: sparsity}`` fixed per leaf (also selects a leaf
+      that ``is_prunable`` leaves dense).
+    is_prunable: ``(path, leaf) -> bool``; default: the kernels
+      (floating-point leaves named ``kernel`` with ``ndim > 1``,
+      ``spec.default_is_prunable``).
+    importance: ``'magnitude'``, ``'random'``, ``'saliency'`` or a callable
+      ``(weights, grads, key) -> scores`` (``flatsparse.sparsity.importance``).
+    min_kept: the fewest weights (blocks, channels) a prunable leaf keeps,
+      whatever its sparsity (default 1: no layer is disconnected; 0 allows
+      empty leaves). Counts are ``max(n - round(s n), min(min_kept, n))``.
+    global_normalization: ``'none'``, or ``'l2'`` for the global scope (each
+      leaf's scores divided by their L2 norm before the shared ranking).
     schedule: when and to what sparsity masks are updated.
-    score: ``'magnitude'``, ``'random'``, ``'saliency'`` or a callable
-      ``(weights, grads, key) -> scores``.
     mask_storage: ``'uint8'`` (1 byte per weight) or ``'packed'`` (1 bit).
     seed: an int or a PRNG key (may be traced, e.g. under ``vmap``): the
       base key kept in the state (``flatsparse.rng``). ``flatsparse.train``
@@ -133,20 +148,29 @@ class SparseUpdater:
   """
 
   regrows: ClassVar[bool] = False
+  # The scopes (of spec.SCOPES) this class implements.
+  scopes: ClassVar[tuple[str, ...]] = ("layer", "N:M", "block:RxC", "channel")
 
   sparsity: Any = 0.0
+  scope: Any = "layer"
   distribution: str = "uniform"
   overrides: Mapping[str, float] | None = None
-  is_prunable: Callable[[str, Any], bool] = distributions.default_is_prunable
-  structure: Any = "unstructured"
+  is_prunable: Callable[[str, Any], bool] = spec.default_is_prunable
+  importance: Any = "magnitude"
+  min_kept: int = 1
+  global_normalization: str = "none"
   schedule: schedules.Schedule = dataclasses.field(
       default_factory=schedules.OneShot)
-  score: Any = "magnitude"
   mask_storage: str = "uint8"
   seed: Any = 0
   ste: bool = False
   reset_moments_on_grow: bool = True
   erk_power: float = 1.0
+
+  def __new__(cls, *args, **kwargs):
+    del args
+    spec.check_renamed(kwargs, cls.__name__)  # structure=, score=
+    return super().__new__(cls)
 
   def __post_init__(self):
     distributions.check_sparsity(self.sparsity)
@@ -156,9 +180,23 @@ class SparseUpdater:
     if self.mask_storage not in masks_lib.MASK_STORAGES:
       raise ValueError(f"Unknown mask_storage {self.mask_storage!r}; allowed: "
                        f"{', '.join(masks_lib.MASK_STORAGES)}.")
-    object.__setattr__(self, "structure",
-                       masks_lib.parse_structure(self.structure))
-    scores_lib.get_score(self.score)  # validates the name early.
+    kind = self._scope().kind  # validates the scope early.
+    importance_lib.get_score(self.importance, owner=type(self).__name__)
+    spec.check_min_kept(self.min_kept)
+    spec.check_global_normalization(self.global_normalization, kind)
+
+  def _scope(self) -> spec.Scope:
+    hint = ("" if "global" in self.scopes else
+            " (scope 'global': GlobalPruning, the algorithms "
+            "global_magnitude and global_saliency)")
+    return spec.parse_scope(self.scope, self.scopes,
+                            owner=type(self).__name__ + hint)
+
+  @property
+  def structure(self) -> masks_lib.Structure:
+    """What the scope prunes together (``masks.Unstructured()`` for the
+    layer and global scopes)."""
+    return self._scope().structure
 
   # ---- per-leaf targets ---------------------------------------------------
 
@@ -199,8 +237,8 @@ class SparseUpdater:
             for p, x in flat]
     predicate = getattr(self.is_prunable, "__qualname__",
                         repr(self.is_prunable))
-    if self.is_prunable is distributions.default_is_prunable:
-      predicate += " (floating-point leaves with ndim > 1)"
+    if self.is_prunable is spec.default_is_prunable:
+      predicate += " (floating-point leaves named 'kernel' with ndim > 1)"
     more = " ..." if len(seen) > 20 else ""
     return (
         f"{type(self).__name__}(sparsity={self.sparsity!r}) found no prunable "
@@ -229,7 +267,7 @@ class SparseUpdater:
 
   def _scores(self, weights: Any, grads: Any, old: Any, key: Array) -> Any:
     """Scores; inactive weights rank last unless the updater is STE."""
-    score_fn = scores_lib.get_score(self.score)
+    score_fn = importance_lib.get_score(self.importance)
     leaves = jax.tree.leaves(old, is_leaf=is_none)
     keys = iter(jax.random.split(key, max(len(leaves), 1)))
 
@@ -255,7 +293,8 @@ class SparseUpdater:
     score_leaves = treedef.flatten_up_to(scores)
     idx = [i for i, t in enumerate(flat) if t is not None]
     chosen = masks_lib.masks_for_leaves(
-        self.structure, [score_leaves[i] for i in idx], [flat[i] for i in idx])
+        self.structure, [score_leaves[i] for i in idx], [flat[i] for i in idx],
+        self.min_kept)
     out = [None] * len(flat)
     for i, m in zip(idx, chosen):
       out[i] = m
@@ -353,8 +392,9 @@ class SparseUpdater:
                        key: Array | None = None) -> tuple[Any, Any]:
     """Prunes ``params`` now to the final target; returns ``(params, masks)``.
 
-    Uses the updater's score and structure with the full (final) per-leaf
-    sparsity; ``grads`` are needed by the saliency score. Masks are bool.
+    Uses the updater's importance and scope with the full (final) per-leaf
+    sparsity; ``grads`` are needed by the saliency importance. Masks are
+    bool.
     """
     key = rng.base_key(self.seed) if key is None else key
     targets = self._targets_tree(params)
@@ -530,7 +570,7 @@ def summarize_sparsity(params: Any, is_prunable=None) -> dict[str, Any]:
     A total over no entries (no prunable leaf, or an empty tree) is
     reported as sparsity 0.0, with a UserWarning when no leaf is prunable.
   """
-  is_prunable = is_prunable or distributions.default_is_prunable
+  is_prunable = is_prunable or spec.default_is_prunable
   leaves, size, nnz, psize, pnnz = {}, 0, 0, 0, 0
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     name = distributions.path_str(path)

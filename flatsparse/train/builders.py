@@ -16,6 +16,11 @@ Seeds: every transform with random choices gets its key from the run's seed
 IHT) wrapping the optimizer; it brings its own SAM radius ``rho``, so it
 excludes ``config.flatness`` and ``config.sparsity``. Later capabilities
 register their transforms with :func:`register_optimizer`.
+
+:func:`build_method` returns a ``flatsparse.train.methods.Method``: the
+transformation and what the loop needs of it (step options, finalize, active
+masks); the sections it reads are the registered method parts
+(``flatsparse.train.method_parts``). :func:`build_optimizer` is its ``tx``.
 """
 
 from __future__ import annotations
@@ -25,20 +30,25 @@ import inspect
 from typing import Any
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from flatsparse import flatness
 from flatsparse import models
 from flatsparse import rng
-from flatsparse import safe
 from flatsparse import sparsity
+from flatsparse import validation
+from flatsparse.train import method_parts
+from flatsparse.train import methods
 
 __all__ = ["MODELS", "OPTIMIZERS", "FLATNESS", "register_model",
            "register_optimizer", "build_model", "build_learning_rate",
-           "build_flatness", "build_optimizer"]
+           "build_flatness", "build_method", "build_optimizer",
+           "host_mask_schedule"]
+
+# Re-exported: the flatness registry is the flatness method part's.
+FLATNESS = method_parts.FLATNESS
+build_flatness = method_parts.build_flatness
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": models.MLP,
@@ -73,10 +83,6 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sophia_h": flatness.sophia_h,
 }
 
-FLATNESS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "sam": flatness.sam,
-}
-
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
@@ -84,22 +90,12 @@ def _as_dict(config: Any) -> dict[str, Any]:
   return dict(config.to_dict() if hasattr(config, "to_dict") else config)
 
 
-def _register(registry: dict[str, Any], kind: str, name: str, factory: Any,
-              overwrite: bool) -> None:
-  if not callable(factory):
-    raise TypeError(f"The {kind} factory for {name!r} must be callable, got "
-                    f"{factory!r}.")
-  if name in registry and not overwrite:
-    raise ValueError(f"{kind.capitalize()} {name!r} is already registered; "
-                     "pass overwrite=True to replace it.")
-  registry[name] = factory
-
-
 def register_model(name: str, factory: Callable[..., nn.Module], *,
                    overwrite: bool = False) -> None:
   """Makes ``config.model.name = name`` build ``factory(num_classes=...,
   **kwargs)``; its keyword names become the section's config keys."""
-  _register(MODELS, "model", name, factory, overwrite)
+  validation.register(MODELS, "model", name, factory,
+                      overwrite=overwrite)
 
 
 def register_optimizer(name: str,
@@ -108,7 +104,8 @@ def register_optimizer(name: str,
   """Makes ``config.optimizer.name = name`` build ``factory(lr, **kwargs)``
   (``lr`` a float or an optax schedule); its keyword names become the
   section's config keys."""
-  _register(OPTIMIZERS, "optimizer", name, factory, overwrite)
+  validation.register(OPTIMIZERS, "optimizer", name, factory,
+                      overwrite=overwrite)
 
 
 def build_model(config: Mapping[str, Any], num_classes: int) -> nn.Module:
@@ -144,35 +141,50 @@ def build_learning_rate(config: Mapping[str, Any],
                    f"{', '.join(SCHEDULES)}.")
 
 
-def build_flatness(config: Mapping[str, Any]) -> optax.GradientTransformation:
-  """``FLATNESS[config.name](**rest)``, e.g. ``name='sam', rho=0.05``."""
-  cfg = _as_dict(config)
-  name = cfg.pop("name", None)
-  if name not in FLATNESS:
-    raise ValueError(f"Unknown flatness transform {name!r}; allowed: "
-                     f"{', '.join(FLATNESS)}.")
-  try:
-    return FLATNESS[name](**cfg)
-  except TypeError as e:
-    raise ValueError(f"Bad arguments for flatness {name!r}: {e}") from e
+def build_method(config: Mapping[str, Any], total_steps: int,
+                 sections: Mapping[str, Any] | None = None,
+                 seed: Any = None) -> methods.Method:
+  """The optimizer of ``config`` wrapped by every set method section.
 
+  Args:
+    config: ``config.optimizer``.
+    total_steps: the run's length (learning-rate and method schedules).
+    sections: ``{section: config or None}`` for the sections of
+      ``methods.METHOD_PARTS`` (flatness, sparsity, safe); each set one
+      wraps the method built so far, in that order.
+    seed: the run's seed: each transform with random choices whose config
+      leaves ``seed`` unset (or None) gets ``rng.transform_key(seed, role)``.
+      With ``seed=None`` the transforms keep their own defaults (seed 0).
 
-def build_optimizer(config: Mapping[str, Any], total_steps: int,
-                    sparsity_config: Mapping[str, Any] | None = None,
-                    flatness_config: Mapping[str, Any] | None = None,
-                    safe_config: Mapping[str, Any] | None = None,
-                    seed: Any = None) -> optax.GradientTransformation:
-  """``sparsity.wrap(chain(flatness, optimizer))`` or ``safe(optimizer)``.
-
-  ``seed`` is the run's seed: each transform with random choices whose config
-  leaves ``seed`` unset (or None) gets ``rng.transform_key(seed, role)``. With
-  ``seed=None`` the transforms keep their own defaults (seed 0).
+  Returns:
+    A :class:`flatsparse.train.methods.Method`.
   """
-  if safe_config and (sparsity_config or flatness_config):
-    raise ValueError(
-        "config.safe excludes config.sparsity and config.flatness: SAFE/ADMM/"
-        "IHT prune by themselves and SAFE's rho is its SAM radius. Set the "
-        "others to None.")
+  sections = {k: v for k, v in (sections or {}).items() if v}
+  unknown = sorted(set(sections) - set(methods.METHOD_PARTS))
+  if unknown:
+    raise ValueError(f"Unknown method sections {unknown}; allowed: "
+                     f"{', '.join(methods.METHOD_PARTS)}.")
+  for name in sections:
+    part = methods.METHOD_PARTS[name]
+    clash = [other for other in part.excludes if other in sections]
+    if clash:
+      others = " and ".join(f"config.{other}" for other in part.excludes)
+      raise ValueError(f"config.{name} excludes {others}: {part.reason} Set "
+                       "the others to None.")
+  method = methods.Method(tx=_base_optimizer(config, total_steps, seed))
+  context = methods.BuildContext(
+      total_steps=total_steps,
+      key=lambda role: None if seed is None else rng.transform_key(seed, role),
+      sections=sections)
+  for name, part in methods.METHOD_PARTS.items():
+    if name in sections:
+      method = part.build(_as_dict(sections[name]), method, context)
+  return method
+
+
+def _base_optimizer(config: Mapping[str, Any], total_steps: int,
+                    seed: Any) -> optax.GradientTransformation:
+  """``OPTIMIZERS[config.name](learning_rate schedule, **rest)``."""
   cfg = _as_dict(config)
   for key in ("name", "learning_rate"):
     if key not in cfg:
@@ -190,20 +202,21 @@ def build_optimizer(config: Mapping[str, Any], total_steps: int,
     if seed is not None and _takes_seed(OPTIMIZERS[name]):
       cfg["seed"] = rng.transform_key(seed, "optimizer")
   try:
-    tx = OPTIMIZERS[name](lr, **cfg)
+    return OPTIMIZERS[name](lr, **cfg)
   except TypeError as e:
     raise ValueError(f"Bad arguments for optimizer {name!r}: {e}") from e
-  def key(role):
-    return None if seed is None else rng.transform_key(seed, role)
-  if safe_config:
-    return safe.create_from_config(safe_config, tx, total_steps,
-                                   seed=key("safe"))
-  if flatness_config:
-    tx = optax.chain(build_flatness(flatness_config), tx)
-  if sparsity_config:
-    tx = sparsity.create_updater_from_config(
-        sparsity_config, seed=key("sparsity")).wrap(tx)
-  return tx
+
+
+def build_optimizer(config: Mapping[str, Any], total_steps: int,
+                    sparsity_config: Mapping[str, Any] | None = None,
+                    flatness_config: Mapping[str, Any] | None = None,
+                    safe_config: Mapping[str, Any] | None = None,
+                    seed: Any = None) -> optax.GradientTransformation:
+  """``sparsity.wrap(chain(flatness, optimizer))`` or ``safe(optimizer)``:
+  the ``tx`` of :func:`build_method` with these sections."""
+  return build_method(config, total_steps, {
+      "flatness": flatness_config, "sparsity": sparsity_config,
+      "safe": safe_config}, seed=seed).tx
 
 
 def _takes_seed(factory: Callable[..., Any]) -> bool:
@@ -215,13 +228,9 @@ def _takes_seed(factory: Callable[..., Any]) -> bool:
 
 def host_mask_schedule(sparsity_config: Mapping[str, Any] | None,
                        total_steps: int) -> np.ndarray | None:
-  """``flags[t]``: whether the wrapper of ``sparsity_config`` updates its
-  masks at its step ``t`` (0-based), for ``t < total_steps``; None without
-  sparsity. Computed once on the device (any schedule, AC/DC included), so
-  a loop can pass ``mask_update=bool(flags[t])`` with no per-step sync."""
+  """``method_parts.mask_update_flags`` of the updater ``sparsity_config``
+  builds, or None without sparsity."""
   if not sparsity_config:
     return None
-  updater = sparsity.create_updater_from_config(sparsity_config)
-  steps = jnp.arange(total_steps, dtype=jnp.int32)
-  # vmap broadcasts a step-independent predicate (NoUpdate) to every step.
-  return np.asarray(jax.jit(jax.vmap(updater.is_update_step))(steps), bool)
+  return method_parts.mask_update_flags(
+      sparsity.create_updater_from_config(sparsity_config), total_steps)

@@ -20,7 +20,8 @@ default, so that each can be overridden on the command line
 ``complete(config)``. A default of None means *unset*: the builder's own
 default (the named optimizer's, model's or algorithm's), and for ``seed``
 one derived from the run's seed. Unset keys are typed ``object`` so the
-command line can give them any literal (``--config.sparsity.dist_type=erk``,
+command line can give them any literal
+(``--config.sparsity.distribution=erk``,
 ``--config.sparsity="{'algorithm': 'magnitude', 'sparsity': 0.9}"`` on a
 dense config). ``loop.validate_config`` drops unset keys before building, so
 a completed config trains exactly as the config it completes.
@@ -86,6 +87,12 @@ def _safe_keys() -> list[str]:
   """The keys create_from_config accepts for some method (its docstring)."""
   from flatsparse.safe import config as sc
   return list(sc.CONFIG_KEYS)
+
+
+def _renamed_keys() -> dict[str, str]:
+  """Old mask keys -> their new names (``flatsparse.sparsity.spec``)."""
+  from flatsparse.sparsity import spec
+  return dict(spec.RENAMED_KEYS)
 # pylint: enable=g-import-not-at-top
 
 
@@ -226,11 +233,15 @@ def minimal(config: Mapping[str, Any]) -> dict[str, Any]:
   """
   from flatsparse.train import loop  # pylint: disable=g-import-not-at-top
   out = {}
+  renamed = _renamed_keys()
   for key, value in _as_dict(config).items():
     if key in SECTIONS and value is not None:
       schema = section_schema(key, value) or {}
+      # An unset key under its old name (a config.json written before the
+      # rename) is as unset as under the new one.
       value = {k: v for k, v in _as_dict(value).items()
-               if not (k in schema and _same(v, schema[k]))}
+               if not (k in schema and _same(v, schema[k]))
+               and not (k in renamed and v is None)}
     elif key in loop.OPTIONAL_KEYS and _same(value, loop.OPTIONAL_KEYS[key]):
       continue
     out[key] = value
@@ -254,9 +265,14 @@ def closest(key: str, allowed: Iterable[str]) -> str | None:
 def unknown_keys_message(unknown: Iterable[str], allowed: Iterable[str],
                          where: str = "config") -> str:
   """One line naming the ``unknown`` keys (dotted paths), the keys
-  ``allowed`` in ``where`` and the closest to the first unknown one."""
+  ``allowed`` in ``where`` and the closest to the first unknown one (its new
+  name if it is a renamed mask key)."""
   unknown, allowed = list(unknown), sorted(allowed)
-  guess = closest(unknown[0].rsplit(".", 1)[-1], allowed) if unknown else None
+  key = unknown[0].rsplit(".", 1)[-1] if unknown else ""
+  renamed = _renamed_keys().get(key)
+  guess = closest(key, allowed) if unknown else None
   hint = f" Did you mean {guess!r}?" if guess else ""
+  if renamed in allowed:
+    hint = f" {key!r} is now {renamed!r}."
   return (f"Unknown config keys {unknown}; allowed in {where}: "
           f"{', '.join(allowed) or '(none)'}.{hint}")

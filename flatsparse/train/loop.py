@@ -32,16 +32,15 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from flatsparse import data
-from flatsparse import safe as safe_lib
-from flatsparse import sparsity
-from flatsparse.train import batch_norm
 from flatsparse.train import builders
 from flatsparse.train import checkpoint as checkpoint_lib
 from flatsparse.train import config_schema
 from flatsparse.train import faults
+from flatsparse.train import methods as methods_lib
 from flatsparse.train import metrics as metrics_lib
 from flatsparse.train import state as state_lib
 from flatsparse.train import step as step_lib
+from flatsparse.train import tasks as tasks_lib
 
 # Re-exported: the faults a run raises.
 NONFINITE_LAG = faults.NONFINITE_LAG
@@ -54,8 +53,10 @@ __all__ = ["REQUIRED_KEYS", "OPTIONAL_KEYS", "validate_config",
            "NonFiniteLossError", "NONFINITE_LAG"]
 
 REQUIRED_KEYS = ("dataset", "model", "optimizer", "steps", "batch_size")
+# The method sections (flatsparse.train.methods.METHOD_PARTS) default to None.
 OPTIONAL_KEYS = {
-    "seed": 0, "sparsity": None, "flatness": None, "safe": None,
+    "seed": 0, **dict.fromkeys(methods_lib.METHOD_PARTS),
+    "task": "classification",
     "accum_steps": 1, "log_every": 100,
     "eval_every": 1000, "checkpoint_every": 1000, "keep_checkpoints": 2,
     "data_parallel": True, "eval_batch_size": 500,
@@ -69,8 +70,8 @@ OPTIONAL_KEYS = {
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
   """Checks the schema; returns the config with defaults filled in.
 
-  The sections (``config_schema.SECTIONS``: dataset, model, optimizer,
-  sparsity, flatness, safe) come back as plain dicts without their unset
+  The sections (``config_schema.SECTIONS``: dataset, model, optimizer and
+  the method parts) come back as plain dicts without their unset
   keys (None where the schema's default is None), i.e. what the builders
   get. An unknown key, top-level or in a section whose keys the schema
   knows, raises a ValueError naming the allowed keys and the closest one.
@@ -107,20 +108,16 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
   return cfg
 
 
-def _mask_update_flags(cfg: Mapping[str, Any], state: state_lib.TrainState,
+def _mask_update_flags(cfg: Mapping[str, Any], method: methods_lib.Method,
+                       state: state_lib.TrainState,
                        start: int) -> np.ndarray | None:
   """Host-side mask-update flags per step (see OPTIONAL_KEYS), or None."""
   enabled = cfg["host_mask_schedule"]
   if enabled is None:
     enabled = jax.default_backend() != "cpu"
-  if not (enabled and cfg["sparsity"]):
+  if not (enabled and method.mask_update_flags):
     return None
-  count = int(sparsity.find_sparse_state(state.opt_state).count)
-  if count != start:  # flags[t] is for the wrapper's counter t
-    raise ValueError(f"The sparsity wrapper's step counter is {count} at "
-                     f"train step {start}; host-scheduled mask updates "
-                     "need them equal (set config.host_mask_schedule=False).")
-  return builders.host_mask_schedule(cfg["sparsity"], cfg["steps"])
+  return method.mask_update_flags(state.opt_state, start, cfg["steps"])
 
 
 def data_mesh(enabled: bool, batch_size: int) -> jax.sharding.Mesh | None:
@@ -135,79 +132,35 @@ def data_mesh(enabled: bool, batch_size: int) -> jax.sharding.Mesh | None:
   return jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,))
 
 
-def place_batch(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh | None
-                ) -> dict[str, jax.Array]:
+def place_batch(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh | None,
+                global_batch_size: int | None = None) -> dict[str, jax.Array]:
   """The batch on the default device, or split over ``mesh``'s data axis by
-  ``data.shard_batch`` (the multi-host path: each process supplies the
-  shards of its own devices)."""
+  ``data.shard_batch`` (the multi-host path: with ``global_batch_size``,
+  ``batch`` holds this process's rows of the global batch)."""
   if mesh is None:
     return {k: jnp.asarray(v) for k, v in batch.items()}
-  return data.shard_batch(batch, data.data_sharding(mesh))
+  return data.shard_batch(batch, data.data_sharding(mesh), global_batch_size)
 
 
-_NOISE_KEYS = ("label_noise", "noise_kind", "noise_seed", "noise_pairs")
-
-
-def make_loader(dataset: Mapping[str, Any], batch_size: int
-                ) -> tuple[data.Loader, np.ndarray]:
-  """Loader and a sample input from ``config.dataset``.
-
-  Keys: ``name`` (see ``flatsparse.data.load_dataset``), ``train_split``
-  ("train"), ``eval_split`` ("test"), ``augment``, ``normalize``, label-noise
-  keys (train split only) and dataset-specific options.
-  """
-  cfg = dict(dataset.to_dict() if hasattr(dataset, "to_dict") else dataset)
-  if "name" not in cfg:
-    raise ValueError("config.dataset needs 'name' (e.g. 'digits', 'cifar10').")
-  name = cfg.pop("name")
-  train_split = cfg.pop("train_split", "train")
-  eval_split = cfg.pop("eval_split", "test")
-  augment = cfg.pop("augment", False)
-  normalize = cfg.pop("normalize", False)
-  train = data.load_dataset(name, train_split, **cfg)
-  clean = {k: v for k, v in cfg.items() if k not in _NOISE_KEYS}
-  test = data.load_dataset(name, eval_split, **clean)
-  loader = data.Loader(train, test, batch_size=batch_size, augment=augment,
-                       normalize=normalize)
-  return loader, train.images[:1]
+# Re-exported: the dataset section's loader.
+make_loader = data.make_loader
 
 
 def evaluate(eval_step, state: state_lib.TrainState,
-             batches: Iterator[Mapping[str, np.ndarray]], mesh) -> dict:
-  """Exact accuracy and loss over padded eval batches."""
-  sums = {"correct": 0.0, "loss_sum": 0.0, "count": 0.0}
+             batches: Iterator[Mapping[str, np.ndarray]], mesh,
+             task: tasks_lib.Task | None = None,
+             global_batch_size: int | None = None) -> dict:
+  """The task's exact metrics over padded eval batches (default:
+  classification's accuracy and loss). ``global_batch_size``: the batches
+  hold only this process's rows (multi-host)."""
+  task = tasks_lib.Classification() if task is None else task
+  sums: dict[str, float] = {}
   for batch in batches:
-    out = jax.device_get(eval_step(state, place_batch(batch, mesh)))
-    for k in sums:
-      sums[k] += float(out[k])
-  return {"accuracy": sums["correct"] / sums["count"],
-          "loss": sums["loss_sum"] / sums["count"]}
-
-
-def finalize_safe(model, state: state_lib.TrainState, safe_config: Any,
-                  loader: data.Loader) -> state_lib.TrainState:
-  """``Proj(w_T)`` of a SAFE/ADMM/IHT run, BatchNorm re-estimated.
-
-  ``safe_config.bn_recalibration_examples`` (default 2048; 0 keeps the
-  running statistics) training examples, un-augmented, re-estimate the
-  BatchNorm statistics of the pruned network.
-  """
-  projection = safe_lib.projection_from_config(safe_config)
-  params = safe_lib.finalize(state.params, state.opt_state, projection)
-  examples = dict(safe_config).get("bn_recalibration_examples", 2048)
-  batch_stats = state.batch_stats
-  if batch_stats and examples:
-    def chunks():  # the first examples of the train split, in order
-      seen = 0
-      for batch in loader.eval_batches(256, split="train"):
-        images = batch["image"][batch["mask"] > 0][:examples - seen]
-        if not len(images):
-          return
-        seen += len(images)
-        yield jnp.asarray(images)
-    batch_stats = batch_norm.recalibrate_batch_stats(
-        model, params, batch_stats, chunks())
-  return state.replace(params=params, batch_stats=batch_stats)
+    out = jax.device_get(eval_step(
+        state, place_batch(batch, mesh, global_batch_size)))
+    for k, v in out.items():
+      sums[k] = sums.get(k, 0.0) + float(v)
+  return task.eval_metrics(sums)
 
 
 def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False,
@@ -252,13 +205,22 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
   config_changes = faults.check_config_change(workdir, config,
                                               allow_config_change)
   writer = metrics_lib.MetricWriter(workdir)
-  loader, sample = make_loader(cfg["dataset"], cfg["batch_size"])
-  model = builders.build_model(cfg["model"], loader.num_classes)
-  tx = builders.build_optimizer(cfg["optimizer"], cfg["steps"],
-                                cfg["sparsity"], cfg["flatness"], cfg["safe"],
-                                seed=cfg["seed"])
-  state = state_lib.create_train_state(model, tx, jnp.asarray(sample),
-                                       cfg["seed"])
+  task = tasks_lib.get_task(cfg["task"])
+  loader, _ = make_loader(cfg["dataset"], cfg["batch_size"])
+  model = builders.build_model(cfg["model"],
+                               task.num_outputs(loader.num_classes))
+  method = builders.build_method(
+      cfg["optimizer"], cfg["steps"],
+      {name: cfg[name] for name in methods_lib.METHOD_PARTS}, seed=cfg["seed"])
+  state = state_lib.create_train_state(
+      model, method.tx, jnp.asarray(task.model_inputs(loader.example_batch())),
+      cfg["seed"])
+  mesh = data_mesh(cfg["data_parallel"], cfg["batch_size"])
+  eval_batch_size = cfg["eval_batch_size"]
+  if mesh is not None:
+    state = _replicate(state, mesh)
+    # Eval batches are padded anyway: round up so they split over devices.
+    eval_batch_size = -(-eval_batch_size // mesh.size) * mesh.size
   checkpoints = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), every_steps=cfg["checkpoint_every"],
       keep=cfg["keep_checkpoints"])
@@ -273,19 +235,34 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
                     "previous one is kept as %s.", workdir, start,
                     ", ".join(key for key, _, _ in config_changes), kept)
   writer.write_config(config)
-  mesh = data_mesh(cfg["data_parallel"], cfg["batch_size"])
-  eval_batch_size = cfg["eval_batch_size"]
-  if mesh is not None:
-    state = jax.device_put(state, NamedSharding(mesh, P()))
-    # Eval batches are padded anyway: round up so they split over devices.
-    eval_batch_size = -(-eval_batch_size // mesh.size) * mesh.size
-  # m-sharpness: SAM's sub_batches needs the step to split the batch too.
-  sub_batches = int(dict(cfg["flatness"] or {}).get("sub_batches") or 1)
+  # Multi-host: each process reads only its rows of every batch.
+  sharding = None if mesh is None else data.data_sharding(mesh)
+  train_rows = sharding and data.process_rows(sharding, cfg["batch_size"])
+  eval_rows = sharding and data.process_rows(sharding, eval_batch_size)
+  if train_rows is not None:
+    logging.info("process %d of %d reads rows %d:%d of each train batch",
+                 jax.process_index(), jax.process_count(), train_rows.start,
+                 train_rows.stop)
+
+  def train_batch(batch):
+    return place_batch(batch, mesh, train_rows and cfg["batch_size"])
+
+  def eval_batches(split="test"):
+    return loader.eval_batches(eval_batch_size, split=split, rows=eval_rows)
+
+  def run_eval(eval_state):
+    return evaluate(eval_step, eval_state, eval_batches(), mesh, task,
+                    eval_rows and eval_batch_size)
+
   train_step = jax.jit(step_lib.make_train_step(
-      model, tx, accum_steps=cfg["accum_steps"], sub_batches=sub_batches),
+      model, method.tx, task=task, accum_steps=cfg["accum_steps"],
+      sub_batches=method.sub_batches),
                        donate_argnums=0, static_argnames="mask_update")
-  mask_updates = _mask_update_flags(cfg, state, start)
-  eval_step = jax.jit(step_lib.make_eval_step(model))
+  mask_updates = _mask_update_flags(cfg, method, state, start)
+  eval_step = jax.jit(step_lib.make_eval_step(model, task))
+  finalize_context = methods_lib.FinalizeContext(
+      model=model, task=task,
+      train_batches=lambda size: loader.eval_batches(size, split="train"))
   non_finite = faults.NonFiniteCheck(faults.NONFINITE_LAG)
 
   def stop_if_non_finite(bad: int | None, step: int) -> None:
@@ -303,13 +280,13 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
         bad, step, latest)
 
   progress = metrics_lib.Progress(cfg["steps"])
-  batches = loader.train_batches(seed=cfg["seed"], start_step=start)
+  batches = loader.train_batches(seed=cfg["seed"], start_step=start,
+                                 rows=train_rows)
   result: dict[str, float] = {}
   for step in range(start + 1, cfg["steps"] + 1):
     options = ({} if mask_updates is None else
                {"mask_update": bool(mask_updates[step - 1])})
-    state, metrics = train_step(state, place_batch(next(batches), mesh),
-                                **options)
+    state, metrics = train_step(state, train_batch(next(batches)), **options)
     stop_if_non_finite(non_finite.update(step, metrics["loss"]), step)
     last = step == cfg["steps"]
     if step % cfg["log_every"] == 0 or last or step % cfg[
@@ -319,18 +296,15 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
                  jax.device_get(metrics).items()}
       writer.write_scalars(step, scalars)
     if step % cfg["eval_every"] == 0 or last:
-      if cfg["sparsity"]:  # pruned weights exactly 0 (skips STE); else raises
-        sparsity.check_sparse(state.params, state.opt_state, updater=sparsity
-                              .create_updater_from_config(cfg["sparsity"]))
+      if method.check:
+        method.check(state)
       scalars = {}
       eval_state = state
-      if last and cfg["safe"]:
-        scalars = {f"eval/unprojected_{k}": v for k, v in evaluate(
-            eval_step, state, loader.eval_batches(eval_batch_size),
-            mesh).items()}
-        eval_state = finalize_safe(model, state, cfg["safe"], loader)
-      result = evaluate(eval_step, eval_state,
-                        loader.eval_batches(eval_batch_size), mesh)
+      if last and method.finalize:
+        scalars = {f"eval/{method.finalized_prefix}_{k}": v
+                   for k, v in run_eval(state).items()}
+        eval_state = method.finalize(state, finalize_context)
+      result = run_eval(eval_state)
       writer.write_scalars(step, {
           **scalars, **{f"eval/{k}": v for k, v in result.items()},
           **metrics_lib.sparsity_scalars(jax.device_get(eval_state.params))})
@@ -346,14 +320,13 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
   checkpoints.wait()
   checkpoints.close()
   writer.close()
-  if cfg["safe"]:
-    # Checkpoints hold w_T and the SAFE state; the projected model is derived
-    # (above at the last step, or here when the run resumed at its end).
-    state = eval_state if result else finalize_safe(model, state,
-                                                    cfg["safe"], loader)
+  if method.finalize:
+    # Checkpoints hold the raw state; the finalized model is derived (above
+    # at the last step, or here when the run resumed at its end).
+    state = eval_state if result else method.finalize(state,
+                                                      finalize_context)
   if not result:  # resumed at the end: evaluate what was restored.
-    result = evaluate(eval_step, state,
-                      loader.eval_batches(eval_batch_size), mesh)
+    result = run_eval(state)
   result = {k: float(v) for k, v in result.items()}
   signum = stop.poll()
   if signum is not None:  # during the last step: the run is complete.
@@ -361,6 +334,18 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
     logging.warning("Stopped by %s", error)
     raise error
   return (result, state) if return_state else result
+
+
+def _replicate(state: state_lib.TrainState, mesh: jax.sharding.Mesh
+               ) -> state_lib.TrainState:
+  """``state`` replicated on every device of ``mesh`` (all processes)."""
+  replicated = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(state, replicated)
+  # Every process holds the same initial state (same seed): each supplies
+  # its own devices' copies.
+  return jax.tree.map(lambda x: data.put_global(np.asarray(x), replicated),
+                      state)
 
 
 def _preempt(signum: int, step: int, checkpoints: checkpoint_lib.Checkpointer,

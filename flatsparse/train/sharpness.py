@@ -15,13 +15,17 @@ of :mod:`flatsparse.flatness.curvature` (no Hessian is materialised):
 * ``moment_k``: ``tr(H^k) / d ~ (1/(n d)) sum_i z_i^T H^k z_i`` for each
   requested ``k`` (``moment_1 = trace / d``, same probes).
 
-Sparse models: when the train state holds a sparsity wrapper's masks (or
-a SAFE/ADMM/IHT state: then the nonzero kernels of the projected params) and
-``active_only=True`` (default), ``H`` is the Hessian restricted to the active
-(trained) weights, ``H_S = M H M`` with the 0/1 mask ``M`` (pruned weights
-cannot move, so their curvature is not the solution's sharpness), and ``d``
-counts active entries (and dense leaves) only. Dense leaves (biases, norms)
-are always included.
+Sparse models: with ``masks`` (0/1 masks, ``None`` on dense leaves), ``H``
+is the Hessian restricted to the active (trained) weights, ``H_S = M H M``
+with the 0/1 mask ``M`` (pruned weights cannot move, so their curvature is
+not the solution's sharpness), and ``d`` counts active entries (and dense
+leaves) only. Dense leaves (biases, norms) are always included. The caller
+says which weights are active (the training method's ``active_masks(state)``
+where it has one): a sparsity wrapper's
+``flatsparse.sparsity.get_masks(opt_state, params)``, or the nonzero
+pattern ``jax.tree.map(lambda p: (p != 0) if p.ndim > 1 else None, params)``
+(the same definition for every method, e.g. SAFE's projected params).
+Without masks, ``H`` is the full Hessian.
 
 The work runs in one ``jax.jit``-compiled function, cached per model and
 options: :func:`sharpness` called again with the same model and shapes does
@@ -46,8 +50,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from flatsparse import safe
-from flatsparse import sparsity
+from flatsparse import tree_utils
 from flatsparse import validation
 from flatsparse.flatness import curvature
 from flatsparse.train.state import TrainState
@@ -119,35 +122,24 @@ def measure(params: Any, batch_stats: Any, masks: Any, images: jax.Array,
           "num_params": d, "loss": value_fn(params)}
 
 
-def _projected_masks(state: TrainState) -> Any:
-  """Nonzero kernels of a SAFE/ADMM/IHT run's (projected) params, else None.
-
-  Their state keeps no masks; after ``finalize`` the pruned weights are
-  exactly zero, so the active set is the nonzero set, as GMP's would be.
-  """
-  try:
-    safe.find_state(state.opt_state)
-  except ValueError:
-    return None
-  return jax.tree.map(lambda p: (p != 0) if p.ndim > 1 else None,
-                      state.params)
-
-
 def sharpness(model: nn.Module, state: TrainState,
               batch: Mapping[str, Any], key: jax.Array, *,
-              num_probes: int = 10, iters: int = 20,
+              masks: Any = None, num_probes: int = 10, iters: int = 20,
               moments: Sequence[int] = (1, 2, 4), method: str = "power",
-              probe: str = "rademacher", active_only: bool = True,
-              unroll: int | bool = 1) -> dict[str, float]:
+              probe: str = "rademacher", unroll: int | bool = 1
+              ) -> dict[str, float]:
   """Hessian sharpness of ``state.params`` on ``batch`` (module docstring).
 
   Args:
     model: the linen module the state was trained with (``(x, train=...)``).
-    state: a :class:`flatsparse.train.TrainState` (params, batch stats and,
-      for sparse runs, the masks in ``opt_state``).
+    state: a :class:`flatsparse.train.TrainState` (its params and batch
+      stats are used).
     batch: ``{'image', 'label'}`` (and optionally ``'mask'``: examples with
       mask 0 are left out, as in padded eval batches).
     key: PRNG key for the eigenvector start and the Hutchinson probes.
+    masks: the active weights, a pytree like ``state.params`` of 0/1 (bool
+      or integer) masks with ``None`` on dense leaves: ``H`` is restricted
+      to them (module docstring). None: the full Hessian.
     num_probes: Hutchinson probes for the trace and moments, an int >= 1.
     iters: power-iteration steps (``iters + 1`` Hessian-vector products) or
       Lanczos steps (``iters`` products, memory ``4 * iters * d`` bytes),
@@ -157,7 +149,6 @@ def sharpness(model: nn.Module, state: TrainState,
     method: ``'power'`` (memory ``O(d)``) or ``'lanczos'`` (more accurate
       for the same number of products).
     probe: ``'rademacher'`` or ``'gaussian'`` Hutchinson probes.
-    active_only: for sparse states, restrict ``H`` to the active weights.
     unroll: loop iterations unrolled (``True``: all); on CPU, conv nets run
       ~8x faster unrolled (XLA:CPU runs convolutions in loop bodies slowly).
 
@@ -180,12 +171,8 @@ def sharpness(model: nn.Module, state: TrainState,
     if name not in batch:
       raise ValueError(f"batch needs 'image' and 'label', got keys "
                        f"{sorted(batch)}.")
-  masks = None
-  if active_only:
-    try:
-      masks = sparsity.get_masks(state.opt_state, state.params)
-    except ValueError:  # no sparsity wrapper
-      masks = _projected_masks(state)
+  if masks is not None:
+    _check_masks(masks, state.params)
   labels = jnp.asarray(batch["label"])
   weights = jnp.asarray(batch.get("mask", jnp.ones(labels.shape)),
                         jnp.float32)
@@ -202,3 +189,19 @@ def sharpness(model: nn.Module, state: TrainState,
   result["num_params"] = float(out["num_params"])
   result["loss"] = float(out["loss"])
   return result
+
+
+def _check_masks(masks: Any, params: Any) -> None:
+  """Same tree as ``params`` (None on dense leaves), each mask its shape."""
+  mask_def = jax.tree.structure(masks, is_leaf=tree_utils.is_none)
+  param_def = jax.tree.structure(params)
+  if mask_def != param_def:
+    raise ValueError(f"masks must have the structure of the params (None on "
+                     f"dense leaves); got {mask_def} for params {param_def}.")
+  flat, _ = jax.tree_util.tree_flatten_with_path(params)
+  for (path, p), m in zip(flat, jax.tree.leaves(masks,
+                                                is_leaf=tree_utils.is_none)):
+    if m is not None and tuple(m.shape) != tuple(p.shape):
+      raise ValueError(f"The mask of {jax.tree_util.keystr(path)} has shape "
+                       f"{tuple(m.shape)}; its parameter has "
+                       f"{tuple(p.shape)}.")

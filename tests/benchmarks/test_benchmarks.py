@@ -53,6 +53,8 @@ def _check_ratios(result):
       assert math.isfinite(value) and value > 0, (name, ratios)
 
 
+# Slow: train_throughput's test runs the same step runner in the fast suite.
+@pytest.mark.slow
 def test_sparsity_overhead(tmp_path, capsys):
   result = _run(sparsity_overhead, ["--steps", "1", "--mask-reps", "1"],
                 tmp_path, capsys, workloads=["mlp_tiny"])
@@ -62,6 +64,8 @@ def test_sparsity_overhead(tmp_path, capsys):
     assert workload["no_recompilation"]
 
 
+# Slow: safe_cost's test runs the same time_variants path in the fast suite.
+@pytest.mark.slow
 def test_flatness_cost(tmp_path, capsys):
   # Every variant on the MLP; on the BatchNorm model the variants whose path
   # differs there (SAM and Sassha keep the first pass's statistics).

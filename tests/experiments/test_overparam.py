@@ -3,8 +3,6 @@
 import json
 import math
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,8 +12,7 @@ from configs import overparam_cifar10
 from configs import overparam_digits
 from configs import overparam_fashion_mnist
 from experiments import overparam
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from flatsparse.train import loop
 
 
 def _mlp_params(width, depth=2, inputs=64, classes=10):
@@ -26,24 +23,28 @@ def _mlp_params(width, depth=2, inputs=64, classes=10):
 def test_sparse_runs_match_the_dense_budget():
   study = overparam_digits.get_config()
   runs = overparam.plan(study)
-  families = {r["family"] for r in runs}
+  families = {r.tags["family"] for r in runs}
   assert families == {"dense", "random", "snip"}
   assert len(runs) == 2 * 3 * (len(study.widths) + 2 * len(
       study.sparse.widths))
+  assert runs[0].path == "dense/w8/sgd/seed_0"
   budget = _mlp_params(study.sparse.budget_width)
   for run in runs:
-    assert run["params_total"] == _mlp_params(run["width"])
-    if run["family"] == "dense":
-      assert run["sparsity"] == 0 and run["config"].sparsity is None
+    tags = run.tags
+    assert tags["params_total"] == _mlp_params(tags["width"])
+    assert run.config.model.hidden == [tags["width"]] * 2
+    if tags["family"] == "dense":
+      assert tags["sparsity"] == 0 and run.config.sparsity is None
       continue
-    total = _mlp_params(run["width"])
-    dense = 2 * run["width"] + 10  # biases stay dense
-    kept = dense + (1 - run["sparsity"]) * (total - dense)
+    total = _mlp_params(tags["width"])
+    dense = 2 * tags["width"] + 10  # biases stay dense
+    kept = dense + (1 - tags["sparsity"]) * (total - dense)
     assert kept == pytest.approx(budget, rel=1e-9)
-  snip = next(r for r in runs if r["family"] == "snip")["config"].sparsity
+    assert run.config.sparsity.sparsity == tags["sparsity"]
+  snip = next(r for r in runs if r.tags["family"] == "snip").config.sparsity
   assert (snip.algorithm, snip.schedule, snip.update_start_step) == (
       "saliency", "one_shot", 0)  # SNIP: |w * g| of the first batch
-  sam = next(r for r in runs if r["optimizer"] == "sam")["config"].flatness
+  sam = next(r for r in runs if r.tags["optimizer"] == "sam").config.flatness
   assert sam.to_dict() == {"name": "sam", "rho": 0.05}
   assert overparam.matching_sparsity(1000, 950, 100) == pytest.approx(
       1 - 50 / 950)
@@ -56,16 +57,18 @@ def test_sparse_runs_match_the_dense_budget():
 def test_every_digits_variant_plans(variant):
   study = overparam_digits.get_config(variant)
   runs = overparam.plan(study)
-  dense = [r for r in runs if r["family"] == "dense"]
+  dense = [r.tags for r in runs if r.tags["family"] == "dense"]
   assert len(dense) == 2 * len(study.seeds) * len(study.widths)
   counts = sorted({(r["width"], r["params_total"]) for r in dense})
   assert [w for w, _ in counts] == sorted(study.widths)
   assert all(a[1] < b[1] for a, b in zip(counts, counts[1:]))
   if variant == "resnet":  # CIFAR ResNet-18 at stem width w
-    assert {r["config"].model.to_dict()["name"] for r in runs} == {"resnet18"}
+    assert {r.config.model.name for r in runs} == {"resnet18"}
     assert dict(counts)[32] == 2_797_034
 
 
+# Slow: the idx reader and the digits study stay in the fast suite.
+@pytest.mark.slow
 def test_tiny_fashion_mnist_study_on_written_idx_files(tmp_path):
   # CI lacks the Debian package: the same loader reads files written here.
   from flatsparse.data.idx import write_idx
@@ -93,17 +96,15 @@ def test_tiny_fashion_mnist_study_on_written_idx_files(tmp_path):
     overparam_fashion_mnist.get_config("huge")
 
 
-def test_tiny_digits_study_from_the_command_line(tmp_path):
-  out = subprocess.run(
-      [sys.executable, "-m", "experiments.overparam",
-       "--config=configs/overparam_digits.py:tiny", f"--workdir={tmp_path}",
-       # One sparse family keeps it short: SNIP (its saliency pruning at
-       # step 0 is this study's own path; random static masks are the
-       # sparsity wrappers', tested in tests/sparsity and tests/test_rng.py).
-       "--config.sparse.methods=snip"],
-      capture_output=True, text=True, timeout=600, check=True, cwd=ROOT)
+def test_tiny_digits_study_end_to_end(tmp_path, monkeypatch):
+  """The main without its command line (experiments/cli.py and the study
+  main run end to end in test_study.py)."""
   study = overparam_digits.get_config("tiny")
+  # One sparse family keeps it short: SNIP (its saliency pruning at step 0
+  # is this study's own path; random static masks are the sparsity
+  # wrappers', tested in tests/sparsity and tests/test_rng.py).
   study.sparse.methods = ("snip",)
+  overparam.run_study(study, str(tmp_path))
   results = json.loads((tmp_path / "results.json").read_text())
   runs = results["runs"]
   assert len(runs) == len(overparam.plan(study))
@@ -127,12 +128,18 @@ def test_tiny_digits_study_from_the_command_line(tmp_path):
   report = (tmp_path / "report.md").read_text()
   for row in rows:
     assert f"| {row['family']} | {row['width']} |" in report
-  assert "| family | width |" in out.stdout
+  record = json.loads((tmp_path / "snip/w16/sam/seed_0/record.json"
+                       ).read_text())
+  assert record["run_config"]["flatness"] == {"name": "sam", "rho": 0.05}
   for name in ("gap_vs_params.png", "sharpness_vs_params.png"):
     assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / name).stat().st_size > 5000
   # A second call only reads the cached records (no training); a changed
   # config in the same workdir is an error, not a silent reuse.
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
+  monkeypatch.setattr(loop, "train_and_evaluate", no_training)
   again = overparam.run_study(study, str(tmp_path))
   assert json.loads(pathlib.Path(again["results"]).read_text())["runs"] == runs
   study.rho = 0.5
@@ -146,11 +153,11 @@ def test_cifar10_widths_span_the_papers_parameter_range():
   with tfds.testing.mock_data(num_examples=8,
                               policy=tfds.testing.MockPolicy.USE_CODE):
     runs = overparam.plan(study)
-  dense = {r["width"]: r["params_total"] for r in runs
-           if r["family"] == "dense"}
+  dense = {r.tags["width"]: r.tags["params_total"] for r in runs
+           if r.tags["family"] == "dense"}
   assert dense[64] == 11_173_962  # the standard CIFAR ResNet-18
   assert 0.03e6 < dense[4] < 0.05e6 and 40e6 < dense[128] < 50e6
-  assert {r["family"] for r in runs} == {"dense", "random", "snip"}
+  assert {r.tags["family"] for r in runs} == {"dense", "random", "snip"}
   assert len(runs) == 2 * 3 * (6 + 2 * 3)
 
 

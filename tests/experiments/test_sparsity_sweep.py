@@ -13,24 +13,36 @@ from configs import safe_digits
 from configs import safe_label_noise_digits
 from experiments import sparsity_sweep
 from flatsparse import data
+from flatsparse import study
 from flatsparse.train import builders
 from flatsparse.train import loop
 from flatsparse.train import metrics as metrics_lib
 
 
-def _check_outputs(workdir, config, *, noise, min_accuracy=None):
+def _plan(module, config):
+  return sparsity_sweep.plan(config, module.variants(config))
+
+
+def _sweep(module, config, workdir):
+  return sparsity_sweep.run_sweep(config, module.variants(config),
+                                  str(workdir))
+
+
+def _check_outputs(workdir, module, config, *, noise, min_accuracy=None):
   """results.json, report.md and the plots are there and consistent: each
   record is its run's final eval, the summary the records' mean and std,
   the report the summary."""
-  runs = sparsity_sweep.plan(config)
+  runs = _plan(module, config)
   results = json.loads((workdir / "results.json").read_text())
   assert len(results["runs"]) == len(runs)
   for run, record in zip(runs, results["runs"]):
+    tags = run.tags
     assert (record["method"], record["sparsity"], record["seed"],
-            record["noise"]) == (run.method, run.sparsity, run.seed,
-                                 run.noise)
+            record["noise"]) == (tags["method"], tags["sparsity"], run.seed,
+                                 tags["noise"])
+    assert record["run_dir"] == run.path
     # The record is the run's last evaluation (of Proj(w_T) for SAFE & co.).
-    rows = metrics_lib.read_metrics(str(workdir / run.path()))
+    rows = metrics_lib.read_metrics(str(workdir / run.path))
     last = rows[-1]
     assert last["step"] == config.base.steps
     assert record["accuracy"] == last["eval/accuracy"]
@@ -38,13 +50,13 @@ def _check_outputs(workdir, config, *, noise, min_accuracy=None):
     assert np.isfinite(record["loss"])
     if min_accuracy is not None:
       assert record["accuracy"] > min_accuracy, record
-    assert record["final_sparsity"] == pytest.approx(run.sparsity or 0.0,
-                                                     abs=1e-3)
+    assert record["final_sparsity"] == pytest.approx(
+        tags["sparsity"] or 0.0, abs=1e-3)
     assert record["final_sparsity"] == last["sparsity/prunable"]
-    if run.method in ("iht", "admm", "safe", "safe_plus"):  # w_T too
+    if tags["method"] in ("iht", "admm", "safe", "safe_plus"):  # w_T too
       assert record["unprojected_accuracy"] == last[
           "eval/unprojected_accuracy"]
-      if run.method != "iht":  # IHT's w_T may already be projected
+      if tags["method"] != "iht":  # IHT's w_T may already be projected
         # w_T (pruned weights near, not at, zero) is not Proj(w_T).
         assert record["loss"] != last["eval/unprojected_loss"]
     else:
@@ -55,12 +67,13 @@ def _check_outputs(workdir, config, *, noise, min_accuracy=None):
       assert np.isfinite(sharp["top_eigenvalue"]) and np.isfinite(
           sharp["trace"])
     # Restricted to the nonzero weights, the Hessian has fewer dimensions.
-    if run.sparsity:
+    if tags["sparsity"]:
       assert (record["sharpness"]["active"]["num_params"]
               < record["sharpness"]["full"]["num_params"])
   groups = {(r["noise"], r["method"], r["sparsity"])
             for r in results["summary"]}
-  assert groups == {(r.noise, r.method, r.sparsity) for r in runs}
+  assert groups == {(r.tags["noise"], r.tags["method"], r.tags["sparsity"])
+                    for r in runs}
   report = (workdir / "report.md").read_text()
   for row in results["summary"]:
     mine = [r for r in results["runs"] if (r["noise"], r["method"],
@@ -92,57 +105,72 @@ def _check_outputs(workdir, config, *, noise, min_accuracy=None):
 
 
 def test_tiny_digits_sweep_end_to_end_and_resume(tmp_path, monkeypatch):
+  """Dense, a sparsity wrapper (GMP) and a projection method (SAFE): the
+  three kinds of run of the sweep (each method's training is tested in
+  tests/sparsity, tests/safe and tests/train)."""
   config = safe_digits.get_config("tiny")
-  sparsity_sweep.run_sweep(config, str(tmp_path))
-  # 40 steps on digits: every method above chance (0.1); ADMM, the lowest,
-  # measures 0.33.
-  results = _check_outputs(tmp_path, config, noise=False, min_accuracy=0.2)
-  methods = {r["method"] for r in results["runs"]}
-  assert methods == {"dense", "gmp", "iht", "admm", "sam_gmp", "safe",
-                     "safe_plus"}
+  config.methods = {k: config.methods[k] for k in ("dense", "gmp", "safe")}
+  config.order = ("dense", "gmp", "safe")
+  _sweep(safe_digits, config, tmp_path)
+  # 40 steps on digits: every method above chance (0.1).
+  results = _check_outputs(tmp_path, safe_digits, config, noise=False,
+                           min_accuracy=0.2)
+  assert [r["run_dir"] for r in results["runs"]] == [
+      "dense/seed_0", "gmp/sparsity_0.9/seed_0", "safe/sparsity_0.9/seed_0"]
+  record = json.loads((tmp_path / "gmp/sparsity_0.9/seed_0/result.json"
+                       ).read_text())
+  assert record["config"]["sparsity"]["sparsity"] == 0.9
 
   def no_training(*args, **kwargs):
     raise AssertionError("a finished run was trained again")
   monkeypatch.setattr(loop, "train_and_evaluate", no_training)
-  sparsity_sweep.run_sweep(config, str(tmp_path))
+  _sweep(safe_digits, config, tmp_path)
   again = json.loads((tmp_path / "results.json").read_text())
   assert again["summary"] == results["summary"]
+  # A changed config of a finished run is an error, not a silent reuse.
+  config.base.steps = 41
+  with pytest.raises(ValueError, match="holds a run of a different config"):
+    _sweep(safe_digits, config, tmp_path)
 
 
 # ~20 s: the sweep runs in the fast suite; noise is unit-tested
 @pytest.mark.slow
 def test_tiny_label_noise_sweep(tmp_path):
   config = safe_label_noise_digits.get_config("tiny")
-  sparsity_sweep.run_sweep(config, str(tmp_path))
-  results = _check_outputs(tmp_path, config, noise=True)
+  _sweep(safe_label_noise_digits, config, tmp_path)
+  results = _check_outputs(tmp_path, safe_label_noise_digits, config,
+                           noise=True)
   assert {r["noise"] for r in results["runs"]} == {0.0, 0.5}
   assert (tmp_path / "noise_0.5" / "safe" / "sparsity_0.7" / "seed_0"
           / "result.json").exists()
 
 
-def test_run_config_fills_sparsity_noise_and_seed():
+def test_runs_get_their_sparsity_noise_and_seed():
   config = safe_label_noise_digits.get_config()
-  safe = sparsity_sweep.run_config(
-      config, sparsity_sweep.Run("safe", 0.9, 2, 0.25))
+  runs = {r.path: r for r in _plan(safe_label_noise_digits, config)}
+  safe = runs["noise_0.25/safe/sparsity_0.9/seed_2"].config
   assert safe.safe.sparsity == 0.9 and safe.seed == 2
   assert safe.dataset.label_noise == 0.25
   assert safe.dataset.noise_kind == "symmetric"
-  gmp = sparsity_sweep.run_config(
-      config, sparsity_sweep.Run("gmp", 0.7, 0, None))
-  assert gmp.sparsity.sparsity == 0.7 and gmp.dataset.label_noise is None
-  dense = sparsity_sweep.run_config(
-      config, sparsity_sweep.Run("dense", None, 0, None))
+  gmp = runs["noise_0/gmp/sparsity_0.7/seed_0"].config
+  assert gmp.sparsity.sparsity == 0.7 and gmp.dataset.label_noise == 0.0
+  dense = runs["noise_0.5/dense/seed_1"].config
   assert dense.get("safe") is None and dense.get("sparsity") is None
-  runs = sparsity_sweep.plan(config)
   # 3 noise levels x (dense once + 4 pruning methods x 2 sparsities) x 3.
   assert len(runs) == 3 * (1 + 4 * 2) * 3
-  assert [r.method for r in runs[:4]] == ["dense"] * 3 + ["gmp"]
+  assert list(runs)[:4] == ["noise_0/dense/seed_0", "noise_0/dense/seed_1",
+                            "noise_0/dense/seed_2",
+                            "noise_0/gmp/sparsity_0.7/seed_0"]
+  # Without label noise, no noise folder and the dataset as given.
+  plain = _plan(safe_digits, safe_digits.get_config())
+  assert plain[0].path == "dense/seed_0" and plain[0].tags["noise"] is None
+  assert plain[0].config.dataset.label_noise is None
 
 
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.update(epochs=3), "Unknown sweep keys"),
     (lambda c: c.update(sparsities=(0.9, 1.0)), "in \\[0, 1\\), got 1.0"),
-    (lambda c: c.update(order=("dense",)), "must list every method"),
+    (lambda c: c.update(order=("dense",)), "must list every method once"),
     (lambda c: c.update(label_noise=(1.5,)), "label_noise level"),
     (lambda c: c.update(validation_fraction=1.0), "validation_fraction"),
     (lambda c: c.methods.safe.update(lr=1.0), "unknown top-level keys"),
@@ -152,7 +180,19 @@ def test_bad_sweeps_are_rejected_with_the_bad_value(change, message):
   config = safe_digits.get_config("tiny")
   change(config)
   with pytest.raises(ValueError, match=message):
-    sparsity_sweep.validate_sweep(config)
+    _plan(safe_digits, config)
+  if "unknown top-level" not in message:  # the schema's own check
+    with pytest.raises(ValueError, match=message):
+      sparsity_sweep.validate_sweep(config)
+
+
+def test_a_method_without_a_variant_is_an_error():
+  config = safe_digits.get_config("tiny")
+  variants = [v for v in safe_digits.variants(config)
+              if v.tags["method"] != "admm"]
+  with pytest.raises(ValueError, match=r"No variant runs the methods "
+                     r"\['admm'\]"):
+    sparsity_sweep.plan(config, variants)
 
 
 def test_holdout_split_is_a_stratified_part_of_train():
@@ -173,17 +213,6 @@ def test_holdout_split_is_a_stratified_part_of_train():
     assert np.sum(held.labels == c) == round(0.25 * n)
 
 
-def test_changed_config_of_a_finished_run_is_an_error(tmp_path):
-  config = safe_digits.get_config("tiny")
-  config.methods = {"dense": {}}
-  config.order = None
-  config.sharpness = None
-  sparsity_sweep.run_sweep(config, str(tmp_path))
-  config.base.steps = 41
-  with pytest.raises(ValueError, match="different config"):
-    sparsity_sweep.run_sweep(config, str(tmp_path))
-
-
 @pytest.mark.parametrize("module, variants", [
     (safe_digits, ("", "tiny", *safe_digits.TUNING_VARIANTS)),
     (safe_label_noise_digits, ("", "tiny")),
@@ -194,25 +223,25 @@ def test_every_config_builds_every_run(module, variants):
   """Schema, train config and optimizer of every run (nothing trains)."""
   for variant in variants:
     config = module.get_config(variant)
-    sparsity_sweep.validate_sweep(config)
-    runs = sparsity_sweep.plan(config)
+    runs = _plan(module, config)
     noises = len(config.get("label_noise") or ()) or 1
     pruned = [m for m in config.methods if m != "dense"]
     assert len(runs) == noises * len(config.seeds) * (
         ("dense" in config.methods) + len(pruned) * len(config.sparsities))
     for run in runs:
-      cfg = loop.validate_config(sparsity_sweep.run_config(config, run))
+      tags = run.tags
+      cfg = loop.validate_config(run.config)
       assert cfg["seed"] == run.seed
-      assert cfg["dataset"].get("label_noise") == run.noise
+      assert cfg["dataset"].get("label_noise") == tags["noise"]
       # The run's sparsity reaches the one pruning section of its method.
       target = {"sparsity": cfg["sparsity"], "safe": cfg["safe"]}
       pruning = {k: dict(v) for k, v in target.items() if v}
-      if run.method == "dense":
-        assert run.sparsity is None and not pruning
+      if tags["method"] == "dense":
+        assert tags["sparsity"] is None and not pruning
       else:
         (section,) = pruning.values()
-        assert section["sparsity"] == run.sparsity
-      assert bool(cfg["flatness"]) == run.method.startswith("sam")
+        assert section["sparsity"] == tags["sparsity"]
+      assert bool(cfg["flatness"]) == tags["method"].startswith("sam")
       tx = builders.build_optimizer(cfg["optimizer"], cfg["steps"],
                                     cfg["sparsity"], cfg["flatness"],
                                     cfg["safe"])
@@ -242,12 +271,20 @@ def test_tiny_cifar_sweeps_on_mock_data(tmp_path, module):
   config = module.get_config("tiny")
   with tfds.testing.mock_data(num_examples=8,
                               policy=tfds.testing.MockPolicy.USE_CODE):
-    sparsity_sweep.run_sweep(config, str(tmp_path))
-  _check_outputs(tmp_path, config, noise=False)
+    _sweep(module, config, tmp_path)
+  _check_outputs(tmp_path, module, config, noise=False)
 
 
-def test_sweep_placeholder_is_the_documented_one():
-  assert safe_digits.S == safe_cifar10.S == sparsity_sweep.SPARSITY
+def test_sweep_configs_give_their_sweep_as_code():
+  """Every sweep config module has ``variants(config)``; no string
+  templates are left in the configs."""
+  for module in (safe_digits, safe_label_noise_digits, safe_cifar10,
+                 safe_cifar100):
+    for variant in module.VARIANTS:
+      config = module.get_config(variant)
+      assert "$" not in config.to_json_best_effort()
+      assert all(isinstance(v, study.Variant)
+                 for v in module.variants(config))
 
 
 def test_summary_and_table_average_over_seeds():

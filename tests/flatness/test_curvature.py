@@ -320,42 +320,32 @@ def test_bfloat16_params_do_not_crash():
   assert lam.dtype == jnp.float32
 
 
-def test_bad_arguments_raise_value_errors():
-  f = quadratic(SPD)
-  with pytest.raises(ValueError, match="Unknown probe 'sphere'; allowed: "
-                     "rademacher, gaussian"):
-    cv.hutchinson_trace(f, PARAMS, KEY, kind="sphere")
-  with pytest.raises(ValueError, match="Unknown probe 'normal'"):
-    cv.hessian_moments(f, PARAMS, KEY, kind="normal")
-  for bad in [0, -1, 2.5, True, None]:
-    with pytest.raises(ValueError, match="num_probes must be an int >= 1"):
-      cv.hutchinson_trace(f, PARAMS, KEY, num_probes=bad)
-  with pytest.raises(ValueError, match="num_probes must be an int >= 1, got 0"):
-    cv.hessian_moments(f, PARAMS, KEY, num_probes=0)
-  with pytest.raises(ValueError, match="num_probes must be an int >= 1, got 0"):
-    cv.spectral_density(f, PARAMS, KEY, num_probes=0)
-  with pytest.raises(ValueError, match="num_probes must be an int >= 1, got 0"):
-    cv.hutchinson_diagonal(f, PARAMS, KEY, num_probes=0)
-  with pytest.raises(ValueError, match="max_order must be an int >= 1, got 0"):
-    cv.hessian_moments(f, PARAMS, KEY, max_order=0)
-  with pytest.raises(ValueError, match="num_iters must be an int >= 1, got 0"):
-    cv.top_eigenvalue(f, PARAMS, KEY, num_iters=0)
-  with pytest.raises(ValueError, match="tol must be >= 0, got -1"):
-    cv.top_eigenvalue(f, PARAMS, KEY, tol=-1.0)
-  with pytest.raises(ValueError, match="num_steps must be an int >= 1, got 0"):
-    cv.lanczos(f, PARAMS, KEY, num_steps=0)
-  with pytest.raises(ValueError, match=r"k must be <= min\(num_steps, d\) = "
-                     r"min\(30, 10\) = 10, got 11"):
-    cv.top_eigenvalues(f, PARAMS, KEY, k=11)
-  with pytest.raises(ValueError, match="k must be an int >= 1, got 0"):
-    cv.top_eigenvalues(f, PARAMS, KEY, k=0)
-  with pytest.raises(ValueError, match="sigma must be > 0, got 0"):
-    cv.spectral_density(f, PARAMS, KEY, sigma=0.0)
-  with pytest.raises(ValueError, match="num_points must be an int >= 2"):
-    cv.spectral_density(f, PARAMS, KEY, num_points=1)
-  with pytest.raises(ValueError, match=r"grid must be a 1-D array of points, "
-                     r"got shape \(2, 2\)"):
-    cv.spectral_density(f, PARAMS, KEY, grid=jnp.zeros((2, 2)))
+@pytest.mark.parametrize("name, kwargs, match", [
+    ("hutchinson_trace", dict(kind="sphere"),
+     "Unknown probe 'sphere'; allowed: rademacher, gaussian"),
+    ("hessian_moments", dict(kind="normal"), "Unknown probe 'normal'"),
+    *[("hutchinson_trace", dict(num_probes=bad),
+       "num_probes must be an int >= 1") for bad in [0, -1, 2.5, True, None]],
+    *[(name, dict(num_probes=0), "num_probes must be an int >= 1, got 0")
+      for name in ["hessian_moments", "spectral_density",
+                   "hutchinson_diagonal"]],
+    ("hessian_moments", dict(max_order=0),
+     "max_order must be an int >= 1, got 0"),
+    ("top_eigenvalue", dict(num_iters=0),
+     "num_iters must be an int >= 1, got 0"),
+    ("top_eigenvalue", dict(tol=-1.0), "tol must be >= 0, got -1"),
+    ("lanczos", dict(num_steps=0), "num_steps must be an int >= 1, got 0"),
+    ("top_eigenvalues", dict(k=11),
+     r"k must be <= min\(num_steps, d\) = min\(30, 10\) = 10, got 11"),
+    ("top_eigenvalues", dict(k=0), "k must be an int >= 1, got 0"),
+    ("spectral_density", dict(sigma=0.0), "sigma must be > 0, got 0"),
+    ("spectral_density", dict(num_points=1), "num_points must be an int >= 2"),
+    ("spectral_density", dict(grid=jnp.zeros((2, 2))),
+     r"grid must be a 1-D array of points, got shape \(2, 2\)"),
+])
+def test_bad_arguments_raise_value_errors(name, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    getattr(cv, name)(quadratic(SPD), PARAMS, KEY, **kwargs)
 
 
 def test_public_names():

@@ -1,5 +1,7 @@
 """SAM/ASAM: closed form on a quadratic, sparse perturbation, conformance."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import optax
 import pytest
 
 import flatsparse as fs
+from tests.flatness import conformance_checks
 from tests.flatness.nnx_check import assert_trains_nnx_linear
 
 A = np.diag([1.0, 4.0, 9.0]).astype(np.float32)
@@ -52,19 +55,19 @@ def test_rho_zero_is_plain_gradient_and_errors():
 
 
 def test_sparse_sam_perturbs_only_active_weights():
-  params = {"w": jnp.array([[1.0, 0.0], [0.0, 2.0]]), "b": jnp.ones(2)}
-  grads = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
-  masks = {"w": jnp.array([[True, False], [False, True]]), "b": None}
+  params = {"kernel": jnp.array([[1.0, 0.0], [0.0, 2.0]]), "b": jnp.ones(2)}
+  grads = {"kernel": jnp.ones((2, 2)), "b": jnp.ones(2)}
+  masks = {"kernel": jnp.array([[True, False], [False, True]]), "b": None}
   e = fs.flatness.perturbation(grads, params, 1.0, masks=masks)
-  np.testing.assert_array_equal(np.asarray(e["w"]) == 0,
-                                ~np.asarray(masks["w"]))
+  np.testing.assert_array_equal(np.asarray(e["kernel"]) == 0,
+                                ~np.asarray(masks["kernel"]))
   np.testing.assert_allclose(optax.tree.norm(e), 1.0, rtol=1e-6)
   # Inside a pruning wrapper the masks arrive as an extra argument.
   seen = []
 
   def spy(p):
-    jax.debug.callback(lambda w: seen.append(np.asarray(w)), p["w"])
-    return jnp.sum(p["w"] ** 2) + jnp.sum(p["b"])
+    jax.debug.callback(lambda w: seen.append(np.asarray(w)), p["kernel"])
+    return jnp.sum(p["kernel"] ** 2) + jnp.sum(p["b"])
 
   tx = fs.sparsity.static_sparse(sparsity=0.5).wrap(
       optax.chain(fs.sam(1.0), optax.sgd(0.1)))
@@ -73,43 +76,20 @@ def test_sparse_sam_perturbs_only_active_weights():
   params = fs.sparsity.apply_masks(params, m)
   tx.update(grads, state, params, value_fn=spy)
   perturbed = seen[-1]
-  assert np.all(perturbed[~np.asarray(m["w"])] == 0)
-
-
-def _loss(p, x, y):
-  h = jax.nn.relu(x @ p["l1"]["kernel"] + p["l1"]["bias"])
-  return jnp.mean((h @ p["l2"]["kernel"] - y) ** 2)
+  assert np.all(perturbed[~np.asarray(m["kernel"])] == 0)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_conformance_jit_chain_inject_dtype(dtype):
-  k = jax.random.split(jax.random.PRNGKey(0), 4)
-  params = {"l1": {"kernel": jax.random.normal(k[0], (8, 16), dtype) * 0.3,
-                   "bias": jnp.zeros(16, dtype)},
-            "l2": {"kernel": jax.random.normal(k[1], (16, 2), dtype) * 0.3}}
-  x = jax.random.normal(k[2], (32, 8), dtype)
-  y = jax.random.normal(k[3], (32, 2), dtype)
+  params, x, y = conformance_checks.mlp_problem(
+      jax.random.split(jax.random.PRNGKey(0), 4), (8, 16, 2), 32, dtype, 0.3)
   tx = optax.chain(
       optax.inject_hyperparams(lambda rho: fs.sam(rho))(rho=0.05),
       optax.adam(1e-2))
-  traces = []
-
-  @jax.jit
-  def step(params, state):
-    traces.append(1)
-    value_fn = lambda p: _loss(p, x, y)  # noqa: E731
-    loss, grads = jax.value_and_grad(value_fn)(params)
-    updates, state = tx.update(grads, state, params, value_fn=value_fn)
-    return optax.apply_updates(params, updates), state, loss
-
-  state = tx.init(params)
-  losses = []
-  for _ in range(30):
-    params, state, loss = step(params, state)
-    losses.append(float(loss))
-  assert len(traces) == 1
-  assert losses[-1] < losses[0]
-  assert all(p.dtype == dtype for p in jax.tree.leaves(params))
+  conformance_checks.assert_trains_in_one_program(
+      tx, params,
+      functools.partial(conformance_checks.mlp_loss, x=x, y=y,
+                        activation=jax.nn.relu), 30)
 
 
 def test_flax_nnx_optimizer():

@@ -12,11 +12,11 @@ from flatsparse.flatness import curvature
 from flatsparse.safe import Projection
 from flatsparse.safe import safe
 
-W = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]])}
+W = {"kernel": jnp.array([[1.0, -2.0], [0.5, 3.0]])}
 
 
 def loss_and_aux(p):
-  return jnp.sum(p["w"] ** 2), {"logits": p["w"]}
+  return jnp.sum(p["kernel"] ** 2), {"logits": p["kernel"]}
 
 
 @pytest.mark.parametrize("rho", [float("nan"), float("inf"), -0.1, None, "0.1"])
@@ -29,9 +29,9 @@ def test_sam_rejects_bad_rho_naming_it(rho):
 def test_sam_rho_may_still_be_injected():
   tx = optax.inject_hyperparams(fs.sam)(rho=0.05)
   update = jax.jit(lambda s: tx.update(W, s, W, value_fn=lambda p: jnp.sum(
-      p["w"] ** 2)))
+      p["kernel"] ** 2)))
   sharp, _ = update(tx.init(W))
-  assert jnp.all(jnp.isfinite(sharp["w"]))
+  assert jnp.all(jnp.isfinite(sharp["kernel"]))
 
 
 def _sam(value_fn):
@@ -82,8 +82,8 @@ def test_value_fn_returning_loss_and_aux_is_a_clear_error(user):
 
 
 @pytest.mark.parametrize("value_fn,match", [
-    (lambda p: p["w"] ** 2, r"got an array of shape \(2, 2\); reduce it"),
-    (lambda p: jnp.sum(p["w"] > 0), "got dtype int32"),
+    (lambda p: p["kernel"] ** 2, r"got an array of shape \(2, 2\); reduce it"),
+    (lambda p: jnp.sum(p["kernel"] > 0), "got dtype int32"),
 ], ids=["per_example", "integer"])
 def test_value_fn_must_be_a_float_scalar(value_fn, match):
   with pytest.raises(TypeError, match=match):

@@ -12,6 +12,7 @@ import pytest
 import flatsparse as fs
 from flatsparse.flatness import curvature
 from flatsparse.train import builders
+from tests.flatness import conformance_checks
 from tests.flatness.nnx_check import assert_trains_nnx_linear
 
 # The package re-exports functions of the same names as these modules.
@@ -35,9 +36,7 @@ def quadratic(p):
 
 def numpy_sassha(steps, *, lr, peak, rho, k, b1, b2, alpha, eps, wd, mode):
   """Steps 1-5 of the issue in float64, one leaf at a time."""
-  w = {n: x.astype(np.float64) for n, x in W0.items()}
-  m = {n: np.zeros_like(x) for n, x in w.items()}
-  d = {n: np.zeros_like(x) for n, x in w.items()}
+  w, m, d = conformance_checks.float64_start(W0, 2)
   last = refreshes = 0
   out = []
   for t in range(1, steps + 1):
@@ -58,29 +57,15 @@ def numpy_sassha(steps, *, lr, peak, rho, k, b1, b2, alpha, eps, wd, mode):
   return out
 
 
-def run(tx, steps, params=None, value_fn=quadratic, jit=True):
+def run(tx, steps, params=None, value_fn=quadratic):
+  """The params after each of ``steps`` jitted steps, and the last state."""
   params = params or {n: jnp.asarray(x, jnp.float32) for n, x in W0.items()}
-  state = tx.init(params)
-
-  def step(params, state):
-    grads = jax.grad(value_fn)(params)
-    updates, state = tx.update(grads, state, params, value_fn=value_fn)
-    return optax.apply_updates(params, updates), state
-
-  step = jax.jit(step) if jit else step
-  out = []
-  for _ in range(steps):
-    params, state = step(params, state)
-    out.append(params)
-  return out, state
+  history, _, _ = conformance_checks.trajectory(tx, params, value_fn, steps)
+  return [p for p, _ in history], history[-1][1]
 
 
-def assert_trajectory(got, want, rtol, atol=1e-7):
-  assert len(got) == len(want)
-  for t, (g, w) in enumerate(zip(got, want), 1):
-    for n in w:
-      np.testing.assert_allclose(np.asarray(g[n]), w[n], rtol=rtol, atol=atol,
-                                 err_msg=f"step {t}, {n}")
+assert_trajectory = functools.partial(conformance_checks.assert_trajectory,
+                                      atol=1e-7)
 
 
 @pytest.mark.parametrize("mode", sassha_lib.BIAS_CORRECTIONS)
@@ -120,19 +105,10 @@ def test_trajectory_reference_defaults_and_power():
   assert_trajectory(got, want, rtol=2e-5)
 
 
-def _mlp_loss(p, x, y):
-  h = jnp.tanh(x @ p["l1"]["kernel"] + p["l1"]["bias"])
-  return jnp.mean((h @ p["l2"]["kernel"] - y) ** 2)
-
-
 def _mlp(dtype=jnp.float32):
-  k = jax.random.split(jax.random.PRNGKey(0), 4)
-  params = {"l1": {"kernel": jax.random.normal(k[0], (6, 8), dtype) * 0.5,
-                   "bias": jnp.zeros(8, dtype)},
-            "l2": {"kernel": jax.random.normal(k[1], (8, 2), dtype) * 0.5}}
-  x = jax.random.normal(k[2], (16, 6), dtype)
-  y = jax.random.normal(k[3], (16, 2), dtype)
-  return params, functools.partial(_mlp_loss, x=x, y=y)
+  params, x, y = conformance_checks.mlp_problem(
+      jax.random.split(jax.random.PRNGKey(0), 4), (6, 8, 2), 16, dtype, 0.5)
+  return params, functools.partial(conformance_checks.mlp_loss, x=x, y=y)
 
 
 @pytest.mark.parametrize("num_probes,kind",
@@ -218,24 +194,9 @@ def test_conformance_jit_chain_inject_dtype(dtype):
       optax.clip_by_global_norm(10.0),
       optax.inject_hyperparams(sassha, hyperparam_dtype=jnp.float32)(
           learning_rate=0.02, rho=0.05, k=k))
-  traces = []
-
-  @jax.jit
-  def step(params, state):
-    traces.append(1)
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, state = tx.update(grads, state, params, value_fn=loss)
-    assert all(u.dtype == dtype for u in jax.tree.leaves(updates))
-    return optax.apply_updates(params, updates), state, value
-
-  state = tx.init(params)
-  losses = []
-  for _ in range(2 * k + 1 + 10):  # refresh and reuse steps
-    params, state, value = step(params, state)
-    losses.append(float(value))
-  assert len(traces) == 1
-  assert losses[-1] < losses[0]
-  assert all(p.dtype == dtype for p in jax.tree.leaves(params))
+  # 2k + 11 steps: refresh and reuse steps.
+  state = conformance_checks.assert_trains_in_one_program(
+      tx, params, loss, 2 * k + 1 + 10)
   inner = state[1].inner_state
   assert all(x.dtype == jnp.float32
              for x in jax.tree.leaves((inner.m, inner.D)))
@@ -278,19 +239,19 @@ def test_flax_nnx_optimizer():
 
 
 def test_sparse_perturbation_inside_a_pruning_wrapper():
-  params = {"w": jnp.array([[1.0, 0.5], [0.25, 2.0]]), "b": jnp.ones(2)}
+  params = {"kernel": jnp.array([[1.0, 0.5], [0.25, 2.0]]), "b": jnp.ones(2)}
   seen = []
 
   def spy(p):
-    jax.debug.callback(lambda w: seen.append(np.asarray(w)), p["w"])
-    return jnp.sum(p["w"] ** 2) + jnp.sum(p["b"] ** 2)
+    jax.debug.callback(lambda w: seen.append(np.asarray(w)), p["kernel"])
+    return jnp.sum(p["kernel"] ** 2) + jnp.sum(p["b"] ** 2)
 
   tx = fs.sparsity.static_sparse(sparsity=0.5).wrap(sassha(0.01, 1.0, k=1))
   state = tx.init(params)
   masks = fs.sparsity.get_masks(state, params)
   params = fs.sparsity.apply_masks(params, masks)
   tx.update(jax.grad(spy)(params), state, params, value_fn=spy)
-  assert np.all(seen[-1][~np.asarray(masks["w"])] == 0)
+  assert np.all(seen[-1][~np.asarray(masks["kernel"])] == 0)
 
 
 def test_errors():
@@ -301,18 +262,19 @@ def test_errors():
   with pytest.raises(ValueError, match="pass peak_learning_rate"):
     sassha(optax.cosine_decay_schedule(0.1, 10), weight_decay=1e-4)
   sassha(optax.cosine_decay_schedule(0.1, 10))  # no decay: no peak needed
-  with pytest.raises(ValueError, match="Unknown bias_correction 'steps'"):
-    sassha(0.1, bias_correction="steps")
-  with pytest.raises(ValueError, match="k must be an int >= 1, got 0"):
-    sassha(0.1, k=0)
-  with pytest.raises(ValueError, match="num_probes must be a static int"):
-    sassha(0.1, num_probes=0)
-  with pytest.raises(ValueError, match="rho must be >= 0"):
-    sassha(0.1, -0.5)
-  with pytest.raises(ValueError, match=r"b2 must be in \[0, 1\)"):
-    sassha(0.1, b2=1.0)
-  with pytest.raises(ValueError, match="Unknown probe"):
-    sassha(0.1, probe="sphere")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(bias_correction="steps"), "Unknown bias_correction 'steps'"),
+    (dict(k=0), "k must be an int >= 1, got 0"),
+    (dict(num_probes=0), "num_probes must be a static int"),
+    (dict(rho=-0.5), "rho must be >= 0"),
+    (dict(b2=1.0), r"b2 must be in \[0, 1\)"),
+    (dict(probe="sphere"), "Unknown probe"),
+])
+def test_bad_arguments(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    sassha(0.1, **kwargs)
 
 
 def test_registered_for_configs():

@@ -14,6 +14,7 @@ import pytest
 import flatsparse as fs
 from flatsparse.train import builders
 from flatsparse.train import config_schema
+from tests.flatness import conformance_checks
 from tests.flatness.nnx_check import assert_trains_nnx_linear
 
 # The package re-exports functions of the same names as these modules.
@@ -37,29 +38,16 @@ def quadratic(p):
                    for n in H)
 
 
-def run(tx, steps, params=None, value_fn=quadratic, extra_name="value_fn"):
-  params = params or {n: jnp.asarray(x, jnp.float32) for n, x in W0.items()}
-  state = tx.init(params)
-
-  @jax.jit
-  def step(params, state):
-    grads = jax.grad(value_fn)(params)
-    updates, state = tx.update(grads, state, params, **{extra_name: value_fn})
-    return optax.apply_updates(params, updates), state
-
-  out = []
-  for _ in range(steps):
-    params, state = step(params, state)
-    out.append(params)
-  return out, state
+def run(tx, steps, value_fn=quadratic, extra_name="value_fn"):
+  """The params after each of ``steps`` jitted steps from ``W0``, and the
+  last state."""
+  history, _, _ = conformance_checks.trajectory(
+      tx, {n: jnp.asarray(x, jnp.float32) for n, x in W0.items()}, value_fn,
+      steps, extra_name=extra_name)
+  return [p for p, _ in history], history[-1][1]
 
 
-def assert_trajectory(got, want, rtol=2e-5, atol=1e-6):
-  assert len(got) == len(want)
-  for t, (g, w) in enumerate(zip(got, want), 1):
-    for n in w:
-      np.testing.assert_allclose(np.asarray(g[n]), w[n], rtol=rtol, atol=atol,
-                                 err_msg=f"step {t}, {n}")
+assert_trajectory = conformance_checks.assert_trajectory
 
 
 # --- AdaHessian ---------------------------------------------------------------
@@ -67,9 +55,7 @@ def assert_trajectory(got, want, rtol=2e-5, atol=1e-6):
 
 def numpy_adahessian(steps, *, lr, k, b1, b2, eps, wd, power, mode,
                      average=True):
-  w = {n: x.astype(np.float64) for n, x in W0.items()}
-  m = {n: np.zeros_like(x) for n, x in w.items()}
-  v = {n: np.zeros_like(x) for n, x in w.items()}
+  w, m, v = conformance_checks.float64_start(W0, 2)
   last = refreshes = 0
   out = []
   for t in range(1, steps + 1):
@@ -130,9 +116,7 @@ def test_spatial_averaging_of_conv_kernels():
 
 def numpy_sophia(steps, *, lr, k, b1, b2, gamma, eps, wd, clip, lagged,
                  bias_correction):
-  w = {n: x.astype(np.float64) for n, x in W0.items()}
-  m = {n: np.zeros_like(x) for n, x in w.items()}
-  h = {n: np.zeros_like(x) for n, x in w.items()}
+  w, m, h = conformance_checks.float64_start(W0, 2)
   out, ratios = [], []
   for t in range(1, steps + 1):
     refreshed = dict(h)
@@ -205,17 +189,13 @@ FACTORIES = {
 
 
 def _mlp(dtype):
+  """The MLP problem plus a conv kernel (spatial averaging) in the loss."""
   k = jax.random.split(jax.random.PRNGKey(0), 5)
-  params = {"conv": jax.random.normal(k[4], (3, 3, 1, 2), dtype) * 0.3,
-            "l1": {"kernel": jax.random.normal(k[0], (8, 16), dtype) * 0.3,
-                   "bias": jnp.zeros(16, dtype)},
-            "l2": {"kernel": jax.random.normal(k[1], (16, 2), dtype) * 0.3}}
-  x = jax.random.normal(k[2], (32, 8), dtype)
-  y = jax.random.normal(k[3], (32, 2), dtype)
+  params, x, y = conformance_checks.mlp_problem(k, (8, 16, 2), 32, dtype, 0.3)
+  params["conv"] = jax.random.normal(k[4], (3, 3, 1, 2), dtype) * 0.3
 
   def loss(p):
-    h = jnp.tanh(x @ p["l1"]["kernel"] + p["l1"]["bias"])
-    return jnp.mean((h @ p["l2"]["kernel"] - y) ** 2) + jnp.sum(p["conv"] ** 2)
+    return conformance_checks.mlp_loss(p, x, y) + jnp.sum(p["conv"] ** 2)
 
   return params, loss
 
@@ -229,24 +209,8 @@ def test_conformance_jit_chain_inject_dtype(name, dtype):
       optax.clip_by_global_norm(10.0),
       optax.inject_hyperparams(lambda learning_rate: factory(
           learning_rate=learning_rate))(learning_rate=0.01))
-  traces = []
-
-  @jax.jit
-  def step(params, state):
-    traces.append(1)
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, state = tx.update(grads, state, params, value_fn=loss)
-    assert all(u.dtype == dtype for u in jax.tree.leaves(updates))
-    return optax.apply_updates(params, updates), state, value
-
-  state = tx.init(params)
-  losses = []
-  for _ in range(15):  # refresh and reuse steps of k = 2
-    params, state, value = step(params, state)
-    losses.append(float(value))
-  assert len(traces) == 1
-  assert losses[-1] < losses[0]
-  assert all(p.dtype == dtype for p in jax.tree.leaves(params))
+  # 15 steps: refresh and reuse steps of k = 2.
+  state = conformance_checks.assert_trains_in_one_program(tx, params, loss, 15)
   inner = state[1].inner_state
   assert int(inner.count) == 15
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(inner.m))
@@ -270,24 +234,8 @@ def test_scale_by_conformance_jit_chain_inject_dtype(name, dtype):
       optax.inject_hyperparams(SCALE_BY[name](),
                                hyperparam_dtype=jnp.float32)(k=2),
       optax.scale_by_learning_rate(0.01))
-  traces = []
-
-  @jax.jit
-  def step(params, state):
-    traces.append(1)
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, state = tx.update(grads, state, params, value_fn=loss)
-    assert all(u.dtype == dtype for u in jax.tree.leaves(updates))
-    return optax.apply_updates(params, updates), state, value
-
-  state = tx.init(params)
-  losses = []
-  for _ in range(15):  # refresh and reuse steps of k = 2
-    params, state, value = step(params, state)
-    losses.append(float(value))
-  assert len(traces) == 1
-  assert losses[-1] < losses[0]
-  assert all(p.dtype == dtype for p in jax.tree.leaves(params))
+  # 15 steps: refresh and reuse steps of k = 2.
+  state = conformance_checks.assert_trains_in_one_program(tx, params, loss, 15)
   inner = state[1].inner_state
   assert int(inner.count) == 15
   moments = [x for x in jax.tree.leaves(inner)
@@ -353,18 +301,21 @@ def test_errors():
   for tx in (adahessian(0.1), sophia_h(0.1)):
     with pytest.raises(ValueError, match="needs params and the extra argument"):
       tx.update(p, tx.init(p), p)
-  with pytest.raises(ValueError, match=r"hessian_power must be in \(0, 1\]"):
-    adahessian(0.1, hessian_power=2.0)
-  with pytest.raises(ValueError, match="spatial_axes must be axes"):
-    adahessian(0.1, spatial_axes=(0, 7))
-  with pytest.raises(ValueError, match="Unknown bias_correction"):
-    adahessian(0.1, bias_correction="none")
-  with pytest.raises(ValueError, match="gamma must be > 0"):
-    sophia_h(0.1, gamma=0.0)
-  with pytest.raises(ValueError, match="num_probes must be a static int"):
-    sophia_h(0.1, num_probes=2.0)
-  with pytest.raises(ValueError, match="k must be an int >= 1"):
-    sophia_h(0.1, k=0)
+
+
+@pytest.mark.parametrize("name, kwargs, match", [
+    ("adahessian", dict(hessian_power=2.0),
+     r"hessian_power must be in \(0, 1\]"),
+    ("adahessian", dict(spatial_axes=(0, 7)), "spatial_axes must be axes"),
+    ("adahessian", dict(bias_correction="none"), "Unknown bias_correction"),
+    ("sophia_h", dict(gamma=0.0), "gamma must be > 0"),
+    ("sophia_h", dict(num_probes=2.0), "num_probes must be a static int"),
+    ("sophia_h", dict(k=0), "k must be an int >= 1"),
+])
+def test_bad_arguments(name, kwargs, match):
+  factory = {"adahessian": adahessian, "sophia_h": sophia_h}[name]
+  with pytest.raises(ValueError, match=match):
+    factory(0.1, **kwargs)
 
 
 @pytest.mark.parametrize("name", ["adahessian", "sophia_h"])

@@ -73,10 +73,10 @@ def test_jit_once_chain_dtype_and_learning(name, dtype):
 
 def test_injected_hyperparameters_can_change_between_steps():
   tx = METHODS["safe"]()
-  params = {"w": jnp.ones((2, 2))}
+  params = {"kernel": jnp.ones((2, 2))}
   state = tx.init(params)
   state.hyperparams["lam"] = jnp.asarray(0.5)
-  value_fn = lambda p: jnp.sum(p["w"] ** 2)  # noqa: E731
+  value_fn = lambda p: jnp.sum(p["kernel"] ** 2)  # noqa: E731
   _, state = tx.update(jax.grad(value_fn)(params), state, params,
                        value_fn=value_fn)
   assert float(state.hyperparams["lam"]) == 0.5

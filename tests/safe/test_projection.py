@@ -114,27 +114,30 @@ def test_projection_matches_brute_force(kind, scope):
 
 
 def test_hessian_importance_uses_the_diagonal():
-  params = {"w": jnp.asarray([[1.0, 2.0], [3.0, 0.5]])}
-  diag = {"w": jnp.asarray([[100.0, 1.0], [0.01, 64.0]])}
+  params = {"kernel": jnp.asarray([[1.0, 2.0], [3.0, 0.5]])}
+  diag = {"kernel": jnp.asarray([[100.0, 1.0], [0.01, 64.0]])}
   proj = Projection(sparsity=0.5, importance="hessian")
   masks = proj.masks(params, proj.normalize_importance(diag, params))
   # scores: 10, 2, 0.3, 4 -> keep entries 0 and 3.
-  np.testing.assert_array_equal(masks["w"], [[True, False], [False, True]])
+  np.testing.assert_array_equal(masks["kernel"],
+                                [[True, False], [False, True]])
 
 
 def test_exact_count_with_ties_and_erk():
-  params = {"a": jnp.ones((16, 16)), "b": jnp.ones((4, 64)),
-            "c": jnp.ones((2, 3))}
+  params = {"a": {"kernel": jnp.ones((16, 16))},
+            "b": {"kernel": jnp.ones((4, 64))},
+            "c": {"kernel": jnp.ones((2, 3))}}
   proj = Projection(sparsity=0.7, distribution="erk")
   masks = proj.masks(params)
   sparsities = fs.sparsity.layer_sparsities(params, 0.7, "erk")
   for name, m in masks.items():
-    kept = int(np.sum(m))
-    assert kept == m.size - round(sparsities[name] * m.size)
-  total_kept = sum(int(np.sum(m)) for m in masks.values())
+    kept = int(np.sum(m["kernel"]))
+    assert kept == m["kernel"].size - round(
+        sparsities[f"{name}/kernel"] * m["kernel"].size)
+  total_kept = sum(int(np.sum(m)) for m in jax.tree.leaves(masks))
   glob = Projection(sparsity=0.7, scope="global").masks(params)
-  assert sum(int(np.sum(m)) for m in glob.values()) == 16 * 16 + 256 + 6 - \
-      round(0.7 * (16 * 16 + 256 + 6))
+  assert sum(int(np.sum(m)) for m in jax.tree.leaves(glob)) == 16 * 16 + \
+      256 + 6 - round(0.7 * (16 * 16 + 256 + 6))
   assert abs(total_kept - 0.3 * 518) < 0.02 * 518
 
 
@@ -195,10 +198,10 @@ def test_rounding_keeps_the_hand_computed_counts(rounding, kept):
     masks = jax.jit(Projection(rounding=rounding, **kwargs).masks)(tree)
     return sum(int(jnp.sum(m)) for m in jax.tree.leaves(masks))
 
-  assert count({"a": a}, sparsity=0.4) == kept["layer"]
-  assert count({"a": a.T}, sparsity=0.4, scope="row") == kept["row"]
-  assert count({"a": a, "b": a[:, :3]}, sparsity=0.43,
-               scope="global") == kept["glob"]
+  assert count({"kernel": a}, sparsity=0.4) == kept["layer"]
+  assert count({"kernel": a.T}, sparsity=0.4, scope="row") == kept["row"]
+  assert count({"a": {"kernel": a}, "b": {"kernel": a[:, :3]}},
+               sparsity=0.43, scope="global") == kept["glob"]
   proj = Projection(rounding=rounding)
   assert int(proj.num_to_keep(14, 0.25)) == kept["half"]
   assert int(proj.num_to_keep(5, 0.5)) == kept["even_half"]
@@ -214,5 +217,5 @@ def test_floor_rounding_is_the_reference_threshold():
     reference = np.abs(scores) >= np.sort(np.abs(scores).ravel())[
         int(s * scores.size)]
     masks = jax.jit(Projection(sparsity=s, rounding="floor").masks)(
-        {"w": jnp.asarray(scores, jnp.float32)})
-    np.testing.assert_array_equal(masks["w"], reference)
+        {"kernel": jnp.asarray(scores, jnp.float32)})
+    np.testing.assert_array_equal(masks["kernel"], reference)

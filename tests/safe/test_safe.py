@@ -13,6 +13,7 @@ import pytest
 import flatsparse as fs
 from flatsparse.safe import Projection
 from flatsparse.train import config_schema
+from tests.flatness import conformance_checks
 
 # f(w) = 0.5 * sum(a * w^2) - sum(b * w) on one 2x3 "kernel" + a bias.
 A = np.array([[1.0, 2.0, 0.5], [3.0, 1.5, 0.7]], np.float32)
@@ -58,23 +59,11 @@ def _reference(steps, lr, lam, rho, period, total, after_total="hold"):
 
 
 def _run(tx, steps, params=None):
+  """``(params, SAFE state)`` after each step, and the number of traces."""
   params = params or {"kernel": jnp.asarray(W0), "bias": jnp.ones(3)}
-  state = tx.init(params)
-  traces = []
-
-  @jax.jit
-  def step(params, state):
-    traces.append(1)
-    grads = jax.grad(_value_fn)(params)
-    updates, state = tx.update(grads, state, params, value_fn=_value_fn)
-    return optax.apply_updates(params, updates), state
-
-  history = []
-  for _ in range(steps):
-    params, state = step(params, state)
-    inner = fs.safe.find_state(state)
-    history.append((params, inner))
-  return history, traces
+  history, _, traces = conformance_checks.trajectory(tx, params, _value_fn,
+                                                     steps)
+  return [(p, fs.safe.find_state(s)) for p, s in history], traces
 
 
 @pytest.mark.parametrize("rho, after_total", [
@@ -93,7 +82,7 @@ def test_three_dual_periods_match_the_hand_computed_run(rho, after_total):
     np.testing.assert_allclose(state.z["kernel"], z, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(state.u["kernel"], u, rtol=1e-5, atol=1e-6)
     assert state.z["bias"] is None and state.u["bias"] is None
-  assert len(traces) == 1  # dual and primal steps: one program
+  assert traces == 1  # dual and primal steps: one program
 
 
 def test_admm_is_safe_without_sam_and_constant_penalty():

@@ -12,6 +12,7 @@ import pytest
 
 import flatsparse as fs
 from flatsparse.safe import Projection
+from tests.flatness import conformance_checks
 
 # f(w, b) = 0.5 sum(a w^2) - sum(c w) + 0.5 |b - 1|^2, one 2x3 kernel + bias.
 A = np.array([[1.0, 2.0, 0.5], [3.0, 1.5, 0.7]])
@@ -62,20 +63,9 @@ def _safe_np(steps, lr, lam, rho, period, total):
 
 
 def _run(tx, steps):
+  """``(params, state)`` after each step."""
   params = {"kernel": jnp.asarray(W0), "bias": jnp.asarray(BIAS0)}
-  state = tx.init(params)
-
-  @jax.jit
-  def step(params, state):
-    grads = jax.grad(_value_fn)(params)
-    updates, state = tx.update(grads, state, params, value_fn=_value_fn)
-    return optax.apply_updates(params, updates), state
-
-  history = []
-  for _ in range(steps):
-    params, state = step(params, state)
-    history.append((params, state))
-  return history
+  return conformance_checks.trajectory(tx, params, _value_fn, steps)[0]
 
 
 @pytest.mark.parametrize("method", ["safe", "admm"])
@@ -122,22 +112,23 @@ def test_projection_scores_and_importance_in_float64():
   v = rng.normal(size=(4, 5))
   p = rng.uniform(0.1, 4.0, size=(4, 5))
   with jax.enable_x64(True):
-    tree = {"w": jnp.asarray(v), "b": jnp.asarray(v[0])}
+    tree = {"kernel": jnp.asarray(v), "b": jnp.asarray(v[0])}
     proj = Projection(sparsity=0.6, importance="custom")
-    stored = proj.normalize_importance({"w": p, "b": None}, tree)
+    stored = proj.normalize_importance({"kernel": p, "b": None}, tree)
     scores = proj.scores(tree, stored)
     projected, masks = proj.project(tree, stored)
     init = proj.init_importance(tree)
   expected = np.sqrt(p) * np.abs(v)
-  assert scores["w"].dtype == stored["w"].dtype == init["w"].dtype
-  assert scores["w"].dtype == jnp.float64
-  np.testing.assert_allclose(scores["w"], expected, **TOL)
+  assert (scores["kernel"].dtype == stored["kernel"].dtype
+          == init["kernel"].dtype)
+  assert scores["kernel"].dtype == jnp.float64
+  np.testing.assert_allclose(scores["kernel"], expected, **TOL)
   keep = np.zeros(20, bool)
   keep[np.argsort(-expected.ravel(), kind="stable")[:8]] = True
-  np.testing.assert_array_equal(masks["w"], keep.reshape(4, 5))
-  assert projected["w"].dtype == jnp.float64
-  np.testing.assert_array_equal(projected["w"], np.where(keep.reshape(4, 5),
-                                                         v, 0.0))
+  np.testing.assert_array_equal(masks["kernel"], keep.reshape(4, 5))
+  assert projected["kernel"].dtype == jnp.float64
+  np.testing.assert_array_equal(projected["kernel"],
+                                np.where(keep.reshape(4, 5), v, 0.0))
   np.testing.assert_array_equal(projected["b"], v[0])
 
 

@@ -18,7 +18,7 @@ def _run(pruner, params, grads_fn, steps, inner=None):
   for t in range(steps):
     updates, state = tx.update(grads_fn(t, params), state, params)
     params = optax.apply_updates(params, updates)
-    history.append(np.asarray(fs.sparsity.get_masks(state, params)["w"]))
+    history.append(np.asarray(fs.sparsity.get_masks(state, params)["kernel"]))
   return params, state, history
 
 
@@ -29,22 +29,23 @@ def test_rigl_hand_computed_drop_and_grow():
                             drop_fraction_end_step=10 ** 6,
                             schedule=fs.sparsity.Periodic(update_freq=1))
   tx = pruner.wrap(optax.sgd(0.0))
-  state = tx.init({"w": w})
-  state = state._replace(masks={"w": jnp.array([[1, 1, 1, 1, 0, 0, 0, 0]],
+  state = tx.init({"kernel": w})
+  state = state._replace(masks={"kernel": jnp.array([[1, 1, 1, 1, 0, 0, 0, 0]],
                                                jnp.uint8)})
-  grads = {"w": jnp.array([[0.0, 0.0, 0.0, 9.0, 1.0, 4.0, 3.0, 2.0]])}
-  updates, state = tx.update(grads, state, {"w": w})
+  grads = {"kernel": jnp.array([[0.0, 0.0, 0.0, 9.0, 1.0, 4.0, 3.0, 2.0]])}
+  updates, state = tx.update(grads, state, {"kernel": w})
   # drop 2 smallest active (6, 5); grow 2 largest |g| among the rest:
   # index 3 (just dropped, g=9, keeps its value) and index 5 (g=4, new: 0).
-  np.testing.assert_array_equal(state.masks["w"], [[1, 1, 0, 1, 0, 1, 0, 0]])
-  new = optax.apply_updates({"w": w}, updates)["w"]
+  np.testing.assert_array_equal(state.masks["kernel"],
+                                [[1, 1, 0, 1, 0, 1, 0, 0]])
+  new = optax.apply_updates({"kernel": w}, updates)["kernel"]
   np.testing.assert_array_equal(new, [[8.0, 7.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0]])
 
 
 @pytest.mark.parametrize("factory", [fs.sparsity.rigl, fs.sparsity.set_sparse])
 def test_dynamic_sparse_constant_sparsity_and_swap_counts(factory):
   shape = (20, 30)
-  params = {"w": jax.random.normal(jax.random.PRNGKey(0), shape),
+  params = {"kernel": jax.random.normal(jax.random.PRNGKey(0), shape),
             "b": jnp.zeros(30)}
   schedule = fs.sparsity.Periodic(update_freq=2, update_start_step=1)
   pruner = factory(sparsity=0.8, drop_fraction=0.3, drop_fraction_end_step=20,
@@ -71,13 +72,13 @@ def test_dynamic_sparse_constant_sparsity_and_swap_counts(factory):
 
 def test_dynamic_rejects_structures_and_bad_grow():
   with pytest.raises(ValueError, match="only unstructured"):
-    fs.sparsity.rigl(sparsity=0.5, structure="2:4")
+    fs.sparsity.rigl(sparsity=0.5, scope="2:4")
   with pytest.raises(ValueError, match="Unknown grow 'best'"):
     fs.sparsity.DynamicSparse(sparsity=0.5, grow="best")
 
 
 def test_static_sparse_masks_never_change_and_match_instant_sparsify():
-  params = {"w": jax.random.normal(jax.random.PRNGKey(0), (16, 16))}
+  params = {"kernel": jax.random.normal(jax.random.PRNGKey(0), (16, 16))}
   pruner = fs.sparsity.static_sparse(sparsity=0.75, seed=3)
   _, state, history = _run(pruner, params,
                            lambda t, p: jax.tree.map(jnp.ones_like, p), 5)
@@ -85,31 +86,35 @@ def test_static_sparse_masks_never_change_and_match_instant_sparsify():
     np.testing.assert_array_equal(mask, history[0])
   assert history[0].sum() == 64
   _, masks = pruner.instant_sparsify(params)
-  np.testing.assert_array_equal(masks["w"], history[0])
+  np.testing.assert_array_equal(masks["kernel"], history[0])
 
 
 def test_global_magnitude_hand_computed():
-  params = {"a": jnp.array([[10.0, 9.0], [8.0, 7.0]]),
-            "b": jnp.array([[1.0, 2.0], [3.0, 4.0]])}
+  params = {"a": {"kernel": jnp.array([[10.0, 9.0], [8.0, 7.0]])},
+            "b": {"kernel": jnp.array([[1.0, 2.0], [3.0, 4.0]])}}
   sparse, masks = fs.sparsity.global_magnitude_pruning(
-      sparsity=0.5).instant_sparsify(params)
-  np.testing.assert_array_equal(masks["a"], np.ones((2, 2), bool))
-  np.testing.assert_array_equal(masks["b"], np.zeros((2, 2), bool))
+      sparsity=0.5, min_kept=0).instant_sparsify(params)
+  np.testing.assert_array_equal(masks["a"]["kernel"], np.ones((2, 2), bool))
+  np.testing.assert_array_equal(masks["b"]["kernel"], np.zeros((2, 2), bool))
   # Inside the wrapper, overrides keep their own per-leaf count.
   tx = fs.sparsity.global_magnitude_pruning(
-      sparsity=0.5, overrides={"b": 0.5}).wrap(optax.sgd(0.0))
+      sparsity=0.5, overrides={"b/kernel": 0.5}).wrap(optax.sgd(0.0))
   _, state = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params),
                        params)
-  assert int(state.masks["a"].sum()) == 2 and int(state.masks["b"].sum()) == 2
-  np.testing.assert_array_equal(state.masks["b"], [[0, 0], [1, 1]])
+  assert int(state.masks["a"]["kernel"].sum()) == 2
+  assert int(state.masks["b"]["kernel"].sum()) == 2
+  np.testing.assert_array_equal(state.masks["b"]["kernel"], [[0, 0], [1, 1]])
 
 
 def test_global_saliency_uses_gradients():
-  params = {"a": jnp.ones((2, 2)), "b": jnp.ones((2, 2))}
-  grads = {"a": jnp.zeros((2, 2)), "b": jnp.full((2, 2), 5.0)}
+  params = {"a": {"kernel": jnp.ones((2, 2))},
+            "b": {"kernel": jnp.ones((2, 2))}}
+  grads = {"a": {"kernel": jnp.zeros((2, 2))},
+           "b": {"kernel": jnp.full((2, 2), 5.0)}}
   _, masks = fs.sparsity.global_saliency_pruning(
-      sparsity=0.5).instant_sparsify(params, grads)
-  assert not np.asarray(masks["a"]).any() and np.asarray(masks["b"]).all()
+      sparsity=0.5, min_kept=0).instant_sparsify(params, grads)
+  assert not np.asarray(masks["a"]["kernel"]).any()
+  assert np.asarray(masks["b"]["kernel"]).all()
   with pytest.raises(ValueError, match="distribution must be 'uniform'"):
     fs.sparsity.global_magnitude_pruning(sparsity=0.5, distribution="erk")
 
@@ -122,7 +127,7 @@ def test_acdc_phases_alternate():
                     False, False, True, True, True, True]
   updates = [t for t in range(14) if bool(pruner.is_update_step(jnp.int32(t)))]
   assert updates == [2, 4, 6, 8, 10]
-  params = {"w": jax.random.normal(jax.random.PRNGKey(0), (8, 8))}
+  params = {"kernel": jax.random.normal(jax.random.PRNGKey(0), (8, 8))}
   _, _, history = _run(pruner, params,
                        lambda t, p: jax.tree.map(jnp.ones_like, p), 14)
   density = [int(m.sum()) for m in history]
@@ -132,7 +137,7 @@ def test_acdc_phases_alternate():
 
 
 def test_random_gradual_masks_are_nested():
-  params = {"w": jax.random.normal(jax.random.PRNGKey(0), (32, 32))}
+  params = {"kernel": jax.random.normal(jax.random.PRNGKey(0), (32, 32))}
   pruner = fs.sparsity.random_pruning(
       sparsity=0.9, schedule=fs.sparsity.Polynomial(
           update_freq=2, update_start_step=0, update_end_step=10))
@@ -144,20 +149,20 @@ def test_random_gradual_masks_are_nested():
 
 
 def test_no_pruning_equals_inner():
-  params = {"w": jax.random.normal(jax.random.PRNGKey(0), (4, 4))}
-  grads = {"w": jnp.ones((4, 4))}
+  params = {"kernel": jax.random.normal(jax.random.PRNGKey(0), (4, 4))}
+  grads = {"kernel": jnp.ones((4, 4))}
   inner = optax.adam(0.1)
   tx = fs.sparsity.no_pruning().wrap(inner)
   u1, _ = tx.update(grads, tx.init(params), params)
   u2, _ = inner.update(grads, inner.init(params), params)
-  np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-6)
+  np.testing.assert_allclose(u1["kernel"], u2["kernel"], rtol=1e-6)
 
 
 @pytest.mark.parametrize("structure", ["2:4", "block:2x4", "channel"])
 def test_structured_pruning_inside_wrapper(structure):
-  params = {"w": jax.random.normal(jax.random.PRNGKey(0), (8, 16))}
+  params = {"kernel": jax.random.normal(jax.random.PRNGKey(0), (8, 16))}
   _, state, history = _run(
-      fs.sparsity.magnitude_pruning(sparsity=0.5, structure=structure), params,
+      fs.sparsity.magnitude_pruning(sparsity=0.5, scope=structure), params,
       lambda t, p: jax.tree.map(jnp.ones_like, p), 2)
   mask = history[-1]
   assert mask.sum() == 64

@@ -17,8 +17,8 @@ def test_every_algorithm_builds_from_config(name):
 
 def test_config_fields_reach_the_updater():
   cfg = ml_collections.ConfigDict(dict(
-      algorithm="magnitude", sparsity=0.9, dist_type="erk",
-      sparsity_type="2:4", schedule="polynomial", update_freq=5,
+      algorithm="magnitude", sparsity=0.9, distribution="erk",
+      scope="2:4", schedule="polynomial", update_freq=5,
       update_start_step=10, update_end_step=100, mask_storage="packed"))
   up = fs.sparsity.create_updater_from_config(cfg)
   assert up.distribution == "erk" and up.structure == fs.sparsity.NM(2, 4)
@@ -40,7 +40,7 @@ def test_config_fields_reach_the_updater():
     ({"algorithm": "magnitude", "schedule": "cubic"},
      "Unknown schedule 'cubic'; allowed: no_update"),
     ({"algorithm": "magnitude", "update_freq": 3}, "need a 'schedule'"),
-    ({"algorithm": "magnitude", "dist_type": "normal"},
+    ({"algorithm": "magnitude", "distribution": "normal"},
      "Unknown distribution 'normal'"),
     ({"algorithm": "magnitude", "sparsity": 1.2}, r"must be in \[0, 1\)"),
 ])

@@ -90,9 +90,12 @@ def test_train_loop_checks_sparsity_at_eval(tmp_path, monkeypatch):
   from configs import digits_mlp
   from flatsparse.train import builders
   from flatsparse.train import loop
-  build = builders.build_optimizer
-  monkeypatch.setattr(builders, "build_optimizer", lambda *a, **k: optax.chain(
-      build(*a, **k), optax.scale(0.5)))  # the wrapper is no longer outermost
+  build = builders.build_method
+
+  def not_outermost(*args, **kwargs):
+    method = build(*args, **kwargs)
+    return method._replace(tx=optax.chain(method.tx, optax.scale(0.5)))
+  monkeypatch.setattr(builders, "build_method", not_outermost)
   config = digits_mlp.get_config("tiny")
   config.model.hidden = (8,)
   config.sparsity = ml_collections.ConfigDict(dict(
@@ -164,19 +167,21 @@ def test_drop_fraction_is_named(factory, value):
 
 @pytest.mark.parametrize("dtype", [jnp.int32, jnp.int8, jnp.bool_])
 def test_integer_and_bool_kernels_are_not_prunable(dtype):
-  assert not distributions.default_is_prunable("k", jnp.ones((3, 4), dtype))
-  assert distributions.default_is_prunable("k", jnp.ones((3, 4), jnp.bfloat16))
+  assert not distributions.default_is_prunable("kernel",
+                                               jnp.ones((3, 4), dtype))
+  assert distributions.default_is_prunable("kernel",
+                                           jnp.ones((3, 4), jnp.bfloat16))
   assert not distributions.default_is_prunable(
-      "k", jax.ShapeDtypeStruct((3, 4), dtype))
-  params = {"w": jnp.arange(1.0, 13.0).reshape(3, 4),
+      "kernel", jax.ShapeDtypeStruct((3, 4), dtype))
+  params = {"kernel": jnp.arange(1.0, 13.0).reshape(3, 4),
             "table": jnp.arange(12).reshape(3, 4).astype(dtype)}
   tx = fs.sparsity.magnitude_pruning(sparsity=0.5).wrap(optax.sgd(0.0))
   state = tx.init(params)
-  assert state.masks["table"] is None and state.masks["w"] is not None
+  assert state.masks["table"] is None and state.masks["kernel"] is not None
   updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
   new = optax.apply_updates(params, updates)
   np.testing.assert_array_equal(new["table"], params["table"])  # untouched
-  assert int(jnp.sum(new["w"] == 0)) == 6
+  assert int(jnp.sum(new["kernel"] == 0)) == 6
   everything = fs.sparsity.magnitude_pruning(
       sparsity=0.5, is_prunable=lambda p, x: True)
   with pytest.raises(ValueError, match=r"Leaf 'table' has dtype "
@@ -222,19 +227,19 @@ def test_multisteps_counter(outside):
     tx = optax.MultiSteps(pruner.wrap(optax.adam(1e-2)), k)
   else:
     tx = pruner.wrap(optax.MultiSteps(optax.adam(1e-2), k))
-  params = {"w": jnp.arange(1.0, 13.0).reshape(3, 4)}
+  params = {"kernel": jnp.arange(1.0, 13.0).reshape(3, 4)}
   state = tx.init(params)
   counts, pruned_from = [], None
 
   @jax.jit
   def step(params, state):
-    updates, state = tx.update({"w": jnp.ones((3, 4))}, state, params)
+    updates, state = tx.update({"kernel": jnp.ones((3, 4))}, state, params)
     return optax.apply_updates(params, updates), state
 
   for mini_step in range(3 * k):
     params, state = step(params, state)
     counts.append(int(fs.sparsity.find_sparse_state(state).count))
-    if pruned_from is None and int(jnp.sum(params["w"] == 0)) == 6:
+    if pruned_from is None and int(jnp.sum(params["kernel"] == 0)) == 6:
       pruned_from = mini_step
     assert fs.sparsity.check_sparse(params, state) == {}
   if outside:  # wrapper step t = mini-steps (t+1)k - 1 .. (t+1)k-1

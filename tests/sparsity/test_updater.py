@@ -33,17 +33,19 @@ def _data(seed=1):
 
 
 def test_one_step_hand_computed():
-  params = {"w": jnp.array([[1.0, -3.0], [2.0, 0.5]]),
+  params = {"kernel": jnp.array([[1.0, -3.0], [2.0, 0.5]]),
             "b": jnp.array([1.0, 1.0])}
-  grads = {"w": jnp.array([[1.0, 1.0], [1.0, 1.0]]), "b": jnp.array([1.0, 1.0])}
+  grads = {"kernel": jnp.array([[1.0, 1.0], [1.0, 1.0]]),
+           "b": jnp.array([1.0, 1.0])}
   tx = fs.sparsity.magnitude_pruning(sparsity=0.5).wrap(optax.sgd(0.1))
   updates, state = tx.update(grads, tx.init(params), params)
   new = optax.apply_updates(params, updates)
   # Scores are the current |p| = [[1, 3], [2, 0.5]]: keep 3 and 2; kept weights
   # get exactly u = -0.1 g, pruned ones land on 0.
-  np.testing.assert_allclose(new["w"], [[0.0, -3.1], [1.9, 0.0]], rtol=1e-6)
+  np.testing.assert_allclose(new["kernel"], [[0.0, -3.1], [1.9, 0.0]],
+                             rtol=1e-6)
   np.testing.assert_allclose(new["b"], [0.9, 0.9], rtol=1e-6)
-  np.testing.assert_array_equal(state.masks["w"], [[0, 1], [1, 0]])
+  np.testing.assert_array_equal(state.masks["kernel"], [[0, 1], [1, 0]])
   assert state.masks["b"] is None
   assert int(state.count) == 1
 
@@ -111,27 +113,31 @@ def test_packed_and_uint8_give_identical_runs():
 
 
 def test_packed_masks_use_an_eighth_of_the_memory():
-  params = {"w": jnp.ones((64, 128))}
+  params = {"kernel": jnp.ones((64, 128))}
   for storage, nbytes in (("uint8", 64 * 128), ("packed", 64 * 16)):
     tx = fs.sparsity.magnitude_pruning(sparsity=0.5,
                                        mask_storage=storage).wrap(optax.sgd(1))
-    assert tx.init(params).masks["w"].nbytes == nbytes
+    assert tx.init(params).masks["kernel"].nbytes == nbytes
 
 
 def test_ste_keeps_dense_weights_and_straight_through_gradient():
   pruner = fs.sparsity.magnitude_ste(sparsity=0.5)
   tx = pruner.wrap(optax.sgd(0.1))
-  params = {"w": jnp.array([[1.0, -3.0], [2.0, 0.5]])}
+  params = {"kernel": jnp.array([[1.0, -3.0], [2.0, 0.5]])}
   state = tx.init(params)
-  grads = {"w": jnp.ones((2, 2))}
+  grads = {"kernel": jnp.ones((2, 2))}
   updates, state = tx.update(grads, state, params)
-  np.testing.assert_allclose(updates["w"], -0.1 * np.ones((2, 2)))  # not masked
+  # Not masked:
+  np.testing.assert_allclose(updates["kernel"], -0.1 * np.ones((2, 2)))
   new = optax.apply_updates(params, updates)
   forward = fs.sparsity.masked_params(new, state)
-  np.testing.assert_allclose(forward["w"], [[0.0, -3.1], [1.9, 0.0]], rtol=1e-6)
+  np.testing.assert_allclose(forward["kernel"], [[0.0, -3.1], [1.9, 0.0]],
+                             rtol=1e-6)
   g = jax.grad(
-      lambda p: jnp.sum(fs.sparsity.masked_params(p, state)["w"] * 2.0))(new)
-  np.testing.assert_allclose(g["w"], 2.0 * np.ones((2, 2)))  # straight through
+      lambda p: jnp.sum(
+          fs.sparsity.masked_params(p, state)["kernel"] * 2.0))(new)
+  # Straight through:
+  np.testing.assert_allclose(g["kernel"], 2.0 * np.ones((2, 2)))
 
 
 def test_instant_sparsify_and_table():
@@ -165,25 +171,25 @@ def test_moment_reset_for_grown_weights(inner_name):
       "chain": optax.chain(optax.clip_by_global_norm(10.0),
                            optax.scale_by_adam(), optax.scale(-0.1)),
   }[inner_name]
-  params = {"w": jnp.arange(1.0, 17.0).reshape(4, 4), "b": jnp.ones(4)}
+  params = {"kernel": jnp.arange(1.0, 17.0).reshape(4, 4), "b": jnp.ones(4)}
   pruner = fs.sparsity.rigl(sparsity=0.5, drop_fraction=0.5,
                             schedule=fs.sparsity.Periodic(update_freq=1,
                                                           update_start_step=1))
   tx = pruner.wrap(inner)
   state = tx.init(params)
   params = fs.sparsity.apply_masks(params, fs.sparsity.get_masks(state, params))
-  grads = {"w": jnp.ones((4, 4)), "b": jnp.ones(4)}
+  grads = {"kernel": jnp.ones((4, 4)), "b": jnp.ones(4)}
   # Step 0 (no mask update) fills the moments everywhere.
   updates, state = tx.update(grads, state, params)
   params = optax.apply_updates(params, updates)
-  old = np.asarray(fs.sparsity.get_masks(state, params)["w"])
+  old = np.asarray(fs.sparsity.get_masks(state, params)["kernel"])
   moments_before = [np.asarray(x) for x in jax.tree.leaves(state.inner_state)
                     if np.shape(x) == (4, 4)]
   assert moments_before and all(np.all(m != 0) for m in moments_before)
   # Step 1 updates masks: RigL grows where |g| is largest among inactive.
-  grads = {"w": jnp.arange(16.0).reshape(4, 4), "b": jnp.ones(4)}
+  grads = {"kernel": jnp.arange(16.0).reshape(4, 4), "b": jnp.ones(4)}
   updates, state = tx.update(grads, state, params)
-  new = np.asarray(fs.sparsity.get_masks(state, params)["w"])
+  new = np.asarray(fs.sparsity.get_masks(state, params)["kernel"])
   grown = new & ~old
   assert new.sum() == 8 and grown.sum() == (old & ~new).sum() >= 1
   for m in (np.asarray(x) for x in jax.tree.leaves(state.inner_state)
@@ -191,25 +197,25 @@ def test_moment_reset_for_grown_weights(inner_name):
     assert np.all(m[grown] == 0)
     assert np.all(m[new & old] != 0)
   # Grown weights start at zero.
-  assert np.all(np.asarray(optax.apply_updates(params, updates)["w"])[grown]
-                == 0)
+  assert np.all(np.asarray(
+      optax.apply_updates(params, updates)["kernel"])[grown] == 0)
 
 
 def test_errors():
   tx = fs.sparsity.magnitude_pruning(sparsity=0.5).wrap(optax.sgd(0.1))
-  state = tx.init({"w": jnp.ones((4, 4))})
+  state = tx.init({"kernel": jnp.ones((4, 4))})
   with pytest.raises(ValueError, match="needs params"):
-    tx.update({"w": jnp.ones((4, 4))}, state)
+    tx.update({"kernel": jnp.ones((4, 4))}, state)
   with pytest.raises(ValueError, match="m=4 does not divide axis -2 of size 6"):
-    fs.sparsity.magnitude_pruning(structure="2:4").wrap(optax.sgd(1)).init(
-        {"w": jnp.ones((6, 8))})
+    fs.sparsity.magnitude_pruning(scope="2:4").wrap(optax.sgd(1)).init(
+        {"kernel": jnp.ones((6, 8))})
   with pytest.raises(ValueError, match="Unknown mask_storage 'bits'"):
     fs.sparsity.magnitude_pruning(sparsity=0.5, mask_storage="bits")
   with pytest.raises(ValueError,
                      match=r"sparsity must be in \[0, 1\), got 1.0"):
     fs.sparsity.magnitude_pruning(sparsity=1.0)
-  with pytest.raises(ValueError, match="Unknown score 'taylor'"):
-    fs.sparsity.SparseUpdater(score="taylor")
+  with pytest.raises(ValueError, match="Unknown importance 'taylor'"):
+    fs.sparsity.SparseUpdater(importance="taylor")
   with pytest.raises(ValueError, match="No SparseState"):
     fs.sparsity.get_masks(optax.sgd(1).init({"w": jnp.ones(2)}),
                           {"w": jnp.ones(2)})

@@ -64,13 +64,13 @@ def make_data():
   return x, y
 
 
-def make_tx(score="magnitude"):
+def make_tx(importance="magnitude"):
   schedule = fs.sparsity.Polynomial(
     update_freq=2, update_start_step=0, update_end_step=10
   )
   return fs.sparsity.SparseUpdater(
     sparsity=SPARSITY,
-    score=score,
+    importance=importance,
     schedule=schedule,
   ).wrap(optax.adam(1e-2))
 
@@ -229,7 +229,7 @@ def test_masks_are_computed_on_update_steps_only():
     jax.debug.callback(lambda: fired.append(current[0]))
     return jnp.abs(weights)
 
-  tx = make_tx(score=logged_magnitude)
+  tx = make_tx(importance=logged_magnitude)
   on_step = lambda t: current.__setitem__(0, t)  # noqa: E731
 
   params, opt_state, losses = train_batched(tx, on_step=on_step)

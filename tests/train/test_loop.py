@@ -208,7 +208,9 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, a.opt_state, b.opt_state)
 
 
-@pytest.mark.parametrize("variant", ["tiny", "rigl"])
+# rigl (slow) adds periodic updates to tiny's polynomial ones.
+@pytest.mark.parametrize("variant", [
+    "tiny", pytest.param("rigl", marks=pytest.mark.slow)])
 def test_host_scheduled_mask_updates_equal_the_cond_path(tmp_path, variant):
   config = digits_mlp.get_config(variant)
   if variant == "rigl":

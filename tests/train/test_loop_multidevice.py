@@ -45,8 +45,8 @@ def _run(config, workdir, monkeypatch):
   placed = []
   place = loop.place_batch
 
-  def spy(batch, mesh):
-    out = place(batch, mesh)
+  def spy(batch, mesh, global_batch_size=None):
+    out = place(batch, mesh, global_batch_size)
     placed.append(out)
     return out
   monkeypatch.setattr(loop, "place_batch", spy)
@@ -55,8 +55,10 @@ def _run(config, workdir, monkeypatch):
   return result, state, placed
 
 
-@pytest.mark.parametrize("variant", ["dense", "tiny", "sam_pruned", "safe",
-                                     "sam_per_device"])
+# dense (slow) is tiny without its wrapper.
+@pytest.mark.parametrize("variant", [
+    pytest.param("dense", marks=pytest.mark.slow), "tiny", "sam_pruned",
+    "safe", "sam_per_device"])
 def test_eight_devices_match_one(tmp_path, monkeypatch, variant):
   config = digits_mlp.get_config("tiny")
   config.log_every = 5

@@ -6,13 +6,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 
 from configs import digits_mlp
+from flatsparse.train import builders
 from flatsparse.train import loop
+from flatsparse.train import methods
 from flatsparse.train import metrics as metrics_lib
 from flatsparse.train import state as state_lib
+from flatsparse.train import tasks
 
 
 def _config(name="safe"):
@@ -57,11 +59,14 @@ def test_finalize_projects_and_recalibrates_batch_norm():
   config = _config()
   loader, sample = loop.make_loader(config.dataset, 32)
   model = BNNet()
-  tx = optax.sgd(0.1)
-  from flatsparse import safe  # pylint: disable=g-import-not-at-top
-  tx = safe.create_from_config(config.safe, tx, 10)
-  state = state_lib.create_train_state(model, tx, jnp.asarray(sample), 0)
-  final = loop.finalize_safe(model, state, config.safe, loader)
+  method = builders.build_method(config.optimizer, 10,
+                                 {"safe": config.safe.to_dict()})
+  state = state_lib.create_train_state(model, method.tx, jnp.asarray(sample),
+                                       0)
+  context = methods.FinalizeContext(
+      model=model, task=tasks.Classification(),
+      train_batches=lambda size: loader.eval_batches(size, split="train"))
+  final = method.finalize(state, context)
   kernel = final.params["Dense_0"]["kernel"]
   assert float(jnp.mean(kernel == 0)) == pytest.approx(0.8, abs=1e-3)
   # Statistics are those of the pruned network on the (1,437 < 2,048)
@@ -73,7 +78,9 @@ def test_finalize_projects_and_recalibrates_batch_norm():
   np.testing.assert_allclose(final.batch_stats["BatchNorm_0"]["mean"],
                              h.mean(0), rtol=1e-3, atol=1e-4)
   config.safe.bn_recalibration_examples = 0
-  kept = loop.finalize_safe(model, state, config.safe, loader)
+  method = builders.build_method(config.optimizer, 10,
+                                 {"safe": config.safe.to_dict()})
+  kept = method.finalize(state, context)
   np.testing.assert_array_equal(kept.batch_stats["BatchNorm_0"]["mean"],
                                 state.batch_stats["BatchNorm_0"]["mean"])
 

@@ -155,8 +155,8 @@ def test_sparse_state_restricts_to_active_weights_and_masked_examples():
   d_active = h.shape[0]
   assert d_active == 27 - 6 - 4  # half of the 12 + 9 kernel entries pruned
   got = train.sharpness(model, state, batch, jax.random.PRNGKey(0),
-                           method="lanczos", iters=27, num_probes=300,
-                           moments=(2,))
+                        masks=masks, method="lanczos", iters=27,
+                        num_probes=300, moments=(2,))
   np.testing.assert_allclose(got["top_eigenvalue"],
                              np.linalg.eigvalsh(h)[-1], rtol=1e-4)
   assert got["num_params"] == d_active
@@ -166,6 +166,13 @@ def test_sparse_state_restricts_to_active_weights_and_masked_examples():
   # Restricting matters here: the full Hessian's top eigenvalue differs.
   full = _exact_hessian(model, state, batch)
   assert abs(np.linalg.eigvalsh(full)[-1] - got["top_eigenvalue"]) > 1e-3
+  # Without masks, the sparse state's full Hessian: nothing is looked up in
+  # the optimizer state.
+  dense = train.sharpness(model, state, batch, jax.random.PRNGKey(0),
+                          method="lanczos", iters=27, num_probes=1)
+  assert dense["num_params"] == 27
+  np.testing.assert_allclose(dense["top_eigenvalue"],
+                             np.linalg.eigvalsh(full)[-1], rtol=1e-4)
 
 
 def test_eval_loss_leaves_out_masked_examples():
@@ -211,7 +218,9 @@ class _Linear(nn.Module):
     return nn.Dense(3)(x)
 
 
-def test_safe_states_are_restricted_to_the_nonzero_kernels():
+def test_nonzero_masks_of_projected_params_restrict_the_hessian():
+  """SAFE-like solutions: the active set is the nonzero pattern, given by
+  the caller (the state's optimizer is not consulted)."""
   model = _Linear()
   x = jax.random.normal(jax.random.PRNGKey(0), (16, 6))
   y = jnp.arange(16) % 3
@@ -219,9 +228,25 @@ def test_safe_states_are_restricted_to_the_nonzero_kernels():
   proj = fs.safe.Projection(sparsity=0.5)
   tx = fs.safe.admm(optax.sgd(0.1), proj)
   params = fs.safe.finalize(params, tx.init(params), proj)
-  state = state_lib.TrainState(step=jnp.int32(0), params=params, batch_stats={},
-                     opt_state=tx.init(params), rng=jax.random.PRNGKey(0))
-  out = train.sharpness(model, state, {"image": x, "label": y},
-                  jax.random.PRNGKey(2))
+  state = state_lib.TrainState(step=jnp.int32(0), params=params,
+                               batch_stats={}, opt_state=tx.init(params),
+                               rng=jax.random.PRNGKey(0))
+  masks = jax.tree.map(lambda p: (p != 0) if p.ndim > 1 else None, params)
+  batch = {"image": x, "label": y}
+  out = train.sharpness(model, state, batch, jax.random.PRNGKey(2),
+                        masks=masks)
   dense = params["Dense_0"]
   assert out["num_params"] == dense["kernel"].size // 2 + dense["bias"].size
+
+
+def test_masks_must_match_the_params():
+  model, state, batch = _mlp_state(steps=0)
+  key = jax.random.PRNGKey(0)
+  masks = jax.tree.map(lambda p: (p != 0) if p.ndim > 1 else None,
+                       state.params)
+  with pytest.raises(ValueError, match="structure of the params"):
+    train.sharpness(model, state, batch, key, masks=masks["head"])
+  masks["head"]["kernel"] = masks["head"]["kernel"][:2]
+  with pytest.raises(ValueError, match=r"mask of \['head'\]\['kernel'\] "
+                     r"has shape \(2, 3\); its parameter has \(3, 3\)"):
+    train.sharpness(model, state, batch, key, masks=masks)

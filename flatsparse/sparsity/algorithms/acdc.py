@@ -71,4 +71,4 @@ class ACDC(SparseUpdater):
 
 def acdc(**kwargs: Any) -> ACDC:
   """AC/DC with magnitude pruning at the start of each sparse phase."""
-  return ACDC(score="magnitude", **kwargs)
+  return ACDC(importance="magnitude", **kwargs)

@@ -39,7 +39,7 @@ class StaticSparse(SparseUpdater):
   """Random masks at the target from ``init``; they never change."""
 
   schedule: Any = dataclasses.field(default_factory=schedules.NoUpdate)
-  score: Any = "random"
+  importance: Any = "random"
 
   def init_masks(self, params, key):
     targets = self._targets_tree(params)
@@ -76,8 +76,8 @@ class DynamicSparse(StaticSparse):
       raise ValueError(f"Unknown grow {self.grow!r}; allowed: 'random' (SET), "
                        "'gradient' (RigL).")
     if not isinstance(self.structure, masks_lib.Unstructured):
-      raise ValueError("SET/RigL support only unstructured masks, got "
-                       f"{self.structure!r}.")
+      raise ValueError("SET/RigL support only unstructured masks (scope "
+                       f"'layer'), got scope {self.scope!r}.")
     # Named here: cosine_drop_fraction's own errors would blame its
     # argument names (initial_fraction, end_step).
     f = self.drop_fraction

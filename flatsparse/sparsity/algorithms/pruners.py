@@ -1,9 +1,10 @@
 """Prune-by-score algorithms: no-prune, magnitude, random, saliency, and STE.
 
 Each factory returns a :class:`~flatsparse.sparsity.updater.SparseUpdater`;
-keyword arguments (``sparsity``, ``distribution``, ``schedule``, ``structure``,
-``overrides``, ``mask_storage``, ...) are its fields. Scores of inactive
-weights rank last, so a gradual schedule prunes a nested sequence of masks.
+keyword arguments (``sparsity``, ``scope``, ``distribution``, ``schedule``,
+``overrides``, ``min_kept``, ``mask_storage``, ...) are its fields. Scores of
+inactive weights rank last, so a gradual schedule prunes a nested sequence of
+masks.
 STE variants keep the dense weights training and mask only the forward pass
 (:func:`~flatsparse.sparsity.updater.masked_params`); their default schedule
 recomputes the mask every step.
@@ -40,26 +41,26 @@ def no_pruning(**kwargs: Any) -> SparseUpdater:
 
 def magnitude_pruning(**kwargs: Any) -> SparseUpdater:
   """Keeps the largest ``|w|``: ``m = top_k(|w|)``."""
-  return SparseUpdater(score="magnitude", **kwargs)
+  return SparseUpdater(importance="magnitude", **kwargs)
 
 
 def random_pruning(**kwargs: Any) -> SparseUpdater:
   """Keeps a uniformly random subset of the active weights."""
-  return SparseUpdater(score="random", **kwargs)
+  return SparseUpdater(importance="random", **kwargs)
 
 
 def saliency_pruning(**kwargs: Any) -> SparseUpdater:
   """Keeps the largest first-order saliency ``|w * g|`` (SNIP-style)."""
-  return SparseUpdater(score="saliency", **kwargs)
+  return SparseUpdater(importance="saliency", **kwargs)
 
 
 def magnitude_ste(**kwargs: Any) -> SparseUpdater:
   """Magnitude mask on the forward pass; dense weights get the STE gradient."""
   kwargs.setdefault("schedule", schedules.Periodic(update_freq=1))
-  return SparseUpdater(score="magnitude", ste=True, **kwargs)
+  return SparseUpdater(importance="magnitude", ste=True, **kwargs)
 
 
 def random_ste(**kwargs: Any) -> SparseUpdater:
   """Random mask on the forward pass; dense weights get the STE gradient."""
   kwargs.setdefault("schedule", schedules.Periodic(update_freq=1))
-  return SparseUpdater(score="random", ste=True, **kwargs)
+  return SparseUpdater(importance="random", ste=True, **kwargs)
