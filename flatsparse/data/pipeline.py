@@ -1,17 +1,17 @@
 """Deterministic, resumable batches for training and exact evaluation.
 
-`Loader` turns a train split (and optionally a test split) into dict batches
-`{"image", "label"}` (plus `"mask"` for evaluation) of numpy arrays;
-`shard_batch` places one on a device mesh.
+``Loader`` turns a train split (and optionally a test split) into dict batches
+``{"image", "label"}`` (plus ``"mask"`` for evaluation) of numpy arrays;
+``shard_batch`` places one on a device mesh.
 
-Determinism and resume: the training batch at global step `s` is a pure
-function of `(seed, s)`. With `E` steps per epoch it holds the examples
-`permutation[(s % E) * B : (s % E + 1) * B]` of epoch `s // E`, where
-`permutation = np.random.default_rng([seed, s // E]).permutation(N)` (the
-permutation `iterate_batches` uses), and it is augmented with
-`np.random.default_rng([seed, s, _AUGMENT_STREAM])`. So resuming from a
-checkpoint needs only the step count: `train_batches(seed, start_step=s)`
-yields exactly what an uninterrupted run would have seen from step `s` on.
+Determinism and resume: the training batch at global step ``s`` is a pure
+function of ``(seed, s)``. With ``E`` steps per epoch it holds the examples
+``permutation[(s % E) * B : (s % E + 1) * B]`` of epoch ``s // E``, where
+``permutation = np.random.default_rng([seed, s // E]).permutation(N)`` (the
+permutation ``iterate_batches`` uses), and it is augmented with
+``np.random.default_rng([seed, s, _AUGMENT_STREAM])``. So resuming from a
+checkpoint needs only the step count: ``train_batches(seed, start_step=s)``
+yields exactly what an uninterrupted run would have seen from step ``s`` on.
 """
 
 from collections.abc import Callable, Iterator
@@ -50,7 +50,7 @@ def _check_rows(rows: slice | None, batch_size: int) -> slice:
 
 
 class _ArraySource:
-  """`ExampleSource` view of an in-memory `Dataset`."""
+  """``ExampleSource`` view of an in-memory ``Dataset``."""
 
   def __init__(self, ds: Dataset):
     if ds.images.shape[0] != ds.labels.shape[0]:
@@ -123,25 +123,27 @@ class Loader:
     """Validates the arguments and fixes the normalization constants.
 
     Args:
-      train: Split for `train_batches` (a `Dataset` or an `ExampleSource`).
-      test: Optional split for `eval_batches(split="test")`.
+      train: Split for ``train_batches`` (a ``Dataset`` or an
+        ``ExampleSource``).
+      test: Optional split for ``eval_batches(split="test")``.
       batch_size: Training batch size, >= 1 (and <= the train size when
-        `drop_remainder`).
+        ``drop_remainder``).
       shuffle: Whether to permute the train split each epoch.
       drop_remainder: Whether to drop each epoch's last, partial batch (all
-        batches then have `batch_size` examples); else it is yielded smaller.
-      augment: False; True for `random_crop_flip` (NHWC images); or a
-        function `(images, rng) -> images` drawing only from `rng`.
-      crop_padding: `padding` of `random_crop_flip` when `augment` is True.
-      pad_mode: `pad_mode` of `random_crop_flip` ("constant" zeros or
+        batches then have ``batch_size`` examples); else it is yielded smaller.
+      augment: False; True for ``random_crop_flip`` (NHWC images); or a
+        function ``(images, rng) -> images`` drawing only from ``rng``.
+      crop_padding: ``padding`` of ``random_crop_flip`` when ``augment`` is
+        True.
+      pad_mode: ``pad_mode`` of ``random_crop_flip`` ("constant" zeros or
         "reflect").
-      normalize: False; True to use `channel_stats` of `train` (a `Dataset`);
-        or explicit `(mean, std)` per channel.
+      normalize: False; True to use ``channel_stats`` of ``train`` (a
+        ``Dataset``); or explicit ``(mean, std)`` per channel.
 
     Raises:
       ValueError: If an argument is out of range.
-      TypeError: If a split has the wrong type, or `normalize=True` with a
-        train split that is not an in-memory `Dataset`.
+      TypeError: If a split has the wrong type, or ``normalize=True`` with a
+        train split that is not an in-memory ``Dataset``.
     """
     self._train = _as_source(train, "train")
     self._test = None if test is None else _as_source(test, "test")
@@ -197,7 +199,7 @@ class Loader:
     return transforms.normalize(images, self.mean, self.std)
 
   def _order(self, seed: int, epoch: int) -> np.ndarray:
-    """The example order of `epoch`, cached for the epoch being read."""
+    """The example order of ``epoch``, cached for the epoch being read."""
     n = len(self._train)
     if not self._shuffle:
       return np.arange(n)
@@ -208,7 +210,7 @@ class Loader:
 
   def train_batch(self, seed: int, step: int,
                   rows: slice | None = None) -> Batch:
-    """The training batch at global step `step` (see the module docstring).
+    """The training batch at global step ``step`` (see the module docstring).
 
     Args:
       seed: Non-negative seed of the shuffling and augmentation.
@@ -220,11 +222,11 @@ class Loader:
         None).
 
     Returns:
-      `{"image": float32 array, "label": int32 array}` (float32 labels for
+      ``{"image": float32 array, "label": int32 array}`` (float32 labels for
       real-valued targets).
 
     Raises:
-      ValueError: If `seed` or `step` is negative.
+      ValueError: If ``seed`` or ``step`` is negative.
     """
     if seed < 0:
       raise ValueError(f"seed must be non-negative, got {seed}.")
@@ -242,7 +244,7 @@ class Loader:
             "label": _labels(labels)}
 
   def example_batch(self, size: int = 1) -> Batch:
-    """The first `size` train examples, normalized, never augmented (e.g.
+    """The first ``size`` train examples, normalized, never augmented (e.g.
     the sample input that initializes a model)."""
     images, labels = self._train.get(np.arange(size))
     return {"image": self._normalize(images).astype(np.float32, copy=False),
@@ -252,9 +254,9 @@ class Loader:
       self, seed: int, start_step: int = 0, num_steps: int | None = None,
       rows: slice | None = None
   ) -> Iterator[Batch]:
-    """Yields the training batches of steps `start_step, start_step + 1, ...`.
+    """Yields the training batches of steps ``start_step, start_step + 1, ...``.
 
-    Resuming at step `k` gives the same batches as skipping the first `k` of
+    Resuming at step ``k`` gives the same batches as skipping the first ``k`` of
     an iterator started at 0, without reading them.
 
     Args:
@@ -262,14 +264,14 @@ class Loader:
       start_step: Global step of the first batch, >= 0 (the number of steps a
         checkpoint has done).
       num_steps: How many batches to yield; None: forever.
-      rows: As in `train_batch`.
+      rows: As in ``train_batch``.
 
     Returns:
-      An iterator of `train_batch(seed, step, rows)`.
+      An iterator of ``train_batch(seed, step, rows)``.
 
     Raises:
       ValueError: If an argument is negative (raised by this call, before any
-        `next()`).
+        ``next()``).
     """
     if seed < 0:
       raise ValueError(f"seed must be non-negative, got {seed}.")
@@ -288,7 +290,7 @@ class Loader:
     return generate()
 
   def num_eval_examples(self, split: str = "test") -> int:
-    """Number of real examples `eval_batches(split=split)` covers."""
+    """Number of real examples ``eval_batches(split=split)`` covers."""
     return len(self._eval_source(split))
 
   def _eval_source(self, split: str) -> ExampleSource:
@@ -306,23 +308,23 @@ class Loader:
   ) -> Iterator[Batch]:
     """Yields every example of a split once, in order, in full-size batches.
 
-    The last batch is padded to `batch_size` with zero images and label 0,
-    and `"mask"` (float32, 1 real / 0 padding) marks the real examples, so
-    `sum(mask * correct) / sum(mask)` is the exact accuracy and every batch
+    The last batch is padded to ``batch_size`` with zero images and label 0,
+    and ``"mask"`` (float32, 1 real / 0 padding) marks the real examples, so
+    ``sum(mask * correct) / sum(mask)`` is the exact accuracy and every batch
     has one shape (one compilation).
 
     Args:
       batch_size: Batch size, >= 1; None uses the training batch size.
       split: "test" (the test split) or "train" (the train split, e.g. for
         train accuracy; not augmented).
-      rows: Only these rows of each (padded) batch, as in `train_batch`.
+      rows: Only these rows of each (padded) batch, as in ``train_batch``.
 
     Returns:
-      An iterator of `{"image", "label", "mask"}` batches.
+      An iterator of ``{"image", "label", "mask"}`` batches.
 
     Raises:
-      ValueError: If `batch_size` or `split` is invalid, or there is no test
-        split (raised by this call, before any `next()`).
+      ValueError: If ``batch_size`` or ``split`` is invalid, or there is no test
+        split (raised by this call, before any ``next()``).
     """
     batch_size = self.batch_size if batch_size is None else batch_size
     if batch_size < 1:
@@ -356,7 +358,7 @@ class Loader:
 
 def data_sharding(mesh: jax.sharding.Mesh,
                   axis: str | tuple[str, ...] = "data"):
-  """`NamedSharding` that splits the batch (leading) axis over `axis`.
+  """``NamedSharding`` that splits the batch (leading) axis over ``axis``.
 
   Args:
     mesh: The device mesh.
@@ -364,7 +366,7 @@ def data_sharding(mesh: jax.sharding.Mesh,
       batch is split over; other mesh axes hold replicas.
 
   Returns:
-    `NamedSharding(mesh, PartitionSpec(axis))`.
+    ``NamedSharding(mesh, PartitionSpec(axis))``.
 
   Raises:
     ValueError: If an axis is not a mesh axis.
@@ -379,7 +381,7 @@ def data_sharding(mesh: jax.sharding.Mesh,
 
 
 def put_global(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
-  """Places one global host array with `sharding`, on one or many hosts."""
+  """Places one global host array with ``sharding``, on one or many hosts."""
   if jax.process_count() == 1:
     return jax.device_put(x, sharding)
   # Every process holds the same global batch (the Loader is deterministic) and
@@ -389,11 +391,11 @@ def put_global(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
 
 def process_rows(sharding: jax.sharding.Sharding,
                  batch_size: int) -> slice | None:
-  """The rows of a global batch of `batch_size` this process's devices hold.
+  """The rows of a global batch of ``batch_size`` this process's devices hold.
 
   None in a single-process run (the process holds every row). With several
-  processes, each reads only its rows (`Loader.train_batch(rows=...)`) and
-  `shard_batch(..., global_batch_size=batch_size)` assembles the global
+  processes, each reads only its rows (``Loader.train_batch(rows=...)``) and
+  ``shard_batch(..., global_batch_size=batch_size)`` assembles the global
   array.
 
   Raises:
@@ -422,22 +424,22 @@ def shard_batch(batch: Batch, sharding: jax.sharding.Sharding,
   collectives (WORKSPACE.md, "Multi-device rules"), and elsewhere they
   cost an extra transfer inside the step.
 
-  Without `global_batch_size`, `batch` is the GLOBAL batch: with several
+  Without ``global_batch_size``, ``batch`` is the GLOBAL batch: with several
   processes (multi-host), every process passes the same global batch (a
-  `Loader` with the same seed gives it) and contributes the shards of its
-  own devices. With `global_batch_size`, `batch` holds only this process's
-  rows (`process_rows`), so no process reads the others' examples.
+  ``Loader`` with the same seed gives it) and contributes the shards of its
+  own devices. With ``global_batch_size``, ``batch`` holds only this process's
+  rows (``process_rows``), so no process reads the others' examples.
 
   Args:
     batch: Dict of numpy arrays with the same leading size, e.g. from
-      `Loader.train_batches` or `Loader.eval_batches`.
-    sharding: Typically `data_sharding(mesh)`, i.e. a `NamedSharding` whose
+      ``Loader.train_batches`` or ``Loader.eval_batches``.
+    sharding: Typically ``data_sharding(mesh)``, i.e. a ``NamedSharding`` whose
       spec names only the leading axis, so it fits arrays of every rank.
-    global_batch_size: The global batch's size when `batch` holds only this
+    global_batch_size: The global batch's size when ``batch`` holds only this
       process's rows; None when it is the global batch.
 
   Returns:
-    A dict of `jax.Array`s with the same keys.
+    A dict of ``jax.Array``s with the same keys.
 
   Raises:
     ValueError: If the leading sizes differ or are not divisible by the

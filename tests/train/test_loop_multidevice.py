@@ -55,10 +55,12 @@ def _run(config, workdir, monkeypatch):
   return result, state, placed
 
 
-# dense (slow) is tiny without its wrapper.
+# Slow: dense and tiny are sam_pruned without SAM (and without pruning);
+# safe's 8-device step is the optimizer's (single-device SAFE tests stay fast).
 @pytest.mark.parametrize("variant", [
-    pytest.param("dense", marks=pytest.mark.slow), "tiny", "sam_pruned",
-    "safe", "sam_per_device"])
+    pytest.param("dense", marks=pytest.mark.slow),
+    pytest.param("tiny", marks=pytest.mark.slow), "sam_pruned",
+    pytest.param("safe", marks=pytest.mark.slow), "sam_per_device"])
 def test_eight_devices_match_one(tmp_path, monkeypatch, variant):
   config = digits_mlp.get_config("tiny")
   config.log_every = 5
