@@ -344,7 +344,7 @@ class Loader:
         if pad:
           if not real:  # a share of nothing but padding: the shapes of one
             images, labels = source.get(np.arange(1))
-            images, labels, pad = images[:0], labels[:0], size
+            images, labels = images[:0], labels[:0]
           padding = np.zeros((pad, *images.shape[1:]), images.dtype)
           images = np.concatenate([images, padding])
           labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])

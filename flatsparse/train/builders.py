@@ -174,8 +174,7 @@ def build_method(config: Mapping[str, Any], total_steps: int,
   method = methods.Method(tx=_base_optimizer(config, total_steps, seed))
   context = methods.BuildContext(
       total_steps=total_steps,
-      key=lambda role: None if seed is None else rng.transform_key(seed, role),
-      sections=sections)
+      key=lambda role: None if seed is None else rng.transform_key(seed, role))
   for name, part in methods.METHOD_PARTS.items():
     if name in sections:
       method = part.build(_as_dict(sections[name]), method, context)

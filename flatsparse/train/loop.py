@@ -247,12 +247,10 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
   def train_batch(batch):
     return place_batch(batch, mesh, train_rows and cfg["batch_size"])
 
-  def eval_batches(split="test"):
-    return loader.eval_batches(eval_batch_size, split=split, rows=eval_rows)
-
   def run_eval(eval_state):
-    return evaluate(eval_step, eval_state, eval_batches(), mesh, task,
-                    eval_rows and eval_batch_size)
+    return evaluate(eval_step, eval_state,
+                    loader.eval_batches(eval_batch_size, rows=eval_rows), mesh,
+                    task, eval_rows and eval_batch_size)
 
   train_step = jax.jit(step_lib.make_train_step(
       model, method.tx, task=task, accum_steps=cfg["accum_steps"],

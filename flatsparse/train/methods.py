@@ -64,13 +64,10 @@ class BuildContext:
     total_steps: the run's number of steps (schedules).
     key: ``key(role)`` is the run's key for a transform with random choices
       (``flatsparse.rng.transform_key``), or None without a run seed.
-    sections: every method section of the config (None where unset), for
-      parts that exclude others.
   """
 
   total_steps: int
   key: Callable[[str], Any]
-  sections: Mapping[str, Any]
 
 
 def _no_masks(state: TrainState) -> None:

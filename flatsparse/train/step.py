@@ -60,8 +60,8 @@ def _forward(task: tasks_lib.Task, model: nn.Module, params: Any,
     outputs, updated = task.forward(model, variables, batch, train=True,
                                     rng=rng, mutable=["batch_stats"])
     return outputs, updated["batch_stats"]
-  return task.forward(model, variables, batch, train=train, rng=rng), \
-      batch_stats
+  outputs = task.forward(model, variables, batch, train=train, rng=rng)
+  return outputs, batch_stats
 
 
 def _split(batch: Batch, parts: int, what: str) -> Batch:
