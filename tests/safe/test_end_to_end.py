@@ -10,7 +10,9 @@ from flatsparse.train import metrics as metrics_lib
 
 def _config(safe):
   config = digits_mlp.get_config("dense")
-  config.model.hidden = (256, 256)
+  # (128, 128): dense 97.2%, SAFE 96.4% (256 wide: 95.8%, 95.3%, for 1.5x
+  # the time); 600 steps are too few for SAFE here (95.0%).
+  config.model.hidden = (128, 128)
   config.steps, config.eval_every, config.checkpoint_every = 800, 800, 800
   config.log_every = 200
   # The paper's recipe: SGD with momentum and a cosine learning rate.

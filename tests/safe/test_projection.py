@@ -96,9 +96,14 @@ def test_projection_matches_brute_force(kind, scope):
   importance = _importance(kind, params)
   sparsity = None if ":" in scope else 0.6
   proj = Projection(sparsity=sparsity, scope=scope, importance=kind)
-  stored = (None if importance is None
-            else proj.normalize_importance(importance, params))
-  projected, masks = proj.project(params, stored)
+
+  @jax.jit  # one compilation instead of an eager dispatch of every op
+  def project(params, importance):
+    stored = (None if importance is None
+              else proj.normalize_importance(importance, params))
+    return proj.project(params, stored)
+
+  projected, masks = project(params, importance)
   expected = _brute_force(params, importance, kind, scope,
                           0.5 if sparsity is None else sparsity)
   for layer in params:
@@ -128,14 +133,14 @@ def test_exact_count_with_ties_and_erk():
             "b": {"kernel": jnp.ones((4, 64))},
             "c": {"kernel": jnp.ones((2, 3))}}
   proj = Projection(sparsity=0.7, distribution="erk")
-  masks = proj.masks(params)
+  masks = jax.jit(proj.masks)(params)
   sparsities = fs.sparsity.layer_sparsities(params, 0.7, "erk")
   for name, m in masks.items():
     kept = int(np.sum(m["kernel"]))
     assert kept == m["kernel"].size - round(
         sparsities[f"{name}/kernel"] * m["kernel"].size)
   total_kept = sum(int(np.sum(m)) for m in jax.tree.leaves(masks))
-  glob = Projection(sparsity=0.7, scope="global").masks(params)
+  glob = jax.jit(Projection(sparsity=0.7, scope="global").masks)(params)
   assert sum(int(np.sum(m)) for m in jax.tree.leaves(glob)) == 16 * 16 + \
       256 + 6 - round(0.7 * (16 * 16 + 256 + 6))
   assert abs(total_kept - 0.3 * 518) < 0.02 * 518

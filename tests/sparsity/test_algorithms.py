@@ -11,14 +11,24 @@ import flatsparse as fs
 
 
 def _run(pruner, params, grads_fn, steps, inner=None):
+  """``steps`` jitted updates: the params, the state and the kernel's mask
+  after each step."""
   tx = pruner.wrap(inner or optax.sgd(0.1))
-  state = tx.init(params)
+  # Jitted init and step (the schedule is a lax.cond on the counter): two
+  # compilations instead of an eager dispatch of every op at every step.
+  state = jax.jit(tx.init)(params)
   params = fs.sparsity.apply_masks(params, fs.sparsity.get_masks(state, params))
-  history = []
-  for t in range(steps):
+
+  @jax.jit
+  def step(t, state, params):
     updates, state = tx.update(grads_fn(t, params), state, params)
     params = optax.apply_updates(params, updates)
-    history.append(np.asarray(fs.sparsity.get_masks(state, params)["kernel"]))
+    return params, state, fs.sparsity.get_masks(state, params)["kernel"]
+
+  history = []
+  for t in range(steps):
+    params, state, mask = step(jnp.int32(t), state, params)
+    history.append(np.asarray(mask))
   return params, state, history
 
 
@@ -29,11 +39,11 @@ def test_rigl_hand_computed_drop_and_grow():
                             drop_fraction_end_step=10 ** 6,
                             schedule=fs.sparsity.Periodic(update_freq=1))
   tx = pruner.wrap(optax.sgd(0.0))
-  state = tx.init({"kernel": w})
+  state = jax.jit(tx.init)({"kernel": w})
   state = state._replace(masks={"kernel": jnp.array([[1, 1, 1, 1, 0, 0, 0, 0]],
                                                jnp.uint8)})
   grads = {"kernel": jnp.array([[0.0, 0.0, 0.0, 9.0, 1.0, 4.0, 3.0, 2.0]])}
-  updates, state = tx.update(grads, state, {"kernel": w})
+  updates, state = jax.jit(tx.update)(grads, state, {"kernel": w})
   # drop 2 smallest active (6, 5); grow 2 largest |g| among the rest:
   # index 3 (just dropped, g=9, keeps its value) and index 5 (g=4, new: 0).
   np.testing.assert_array_equal(state.masks["kernel"],
@@ -53,7 +63,8 @@ def test_dynamic_sparse_constant_sparsity_and_swap_counts(factory):
   schedule = fs.sparsity.Periodic(update_freq=2, update_start_step=1)
   pruner = factory(sparsity=0.8, drop_fraction=0.3, drop_fraction_end_step=20,
                    schedule=schedule)
-  frac = fs.sparsity.cosine_drop_fraction(0.3, 20)
+  frac = jax.jit(fs.sparsity.cosine_drop_fraction(0.3, 20))
+  is_update_step = jax.jit(schedule.is_update_step)
   grads_fn = lambda t, p: jax.tree.map(  # noqa: E731
       lambda x: jax.random.normal(jax.random.PRNGKey(t), x.shape), p)
   _, _, history = _run(pruner, params, grads_fn, 12)
@@ -61,7 +72,7 @@ def test_dynamic_sparse_constant_sparsity_and_swap_counts(factory):
   prev = history[0]
   for t, mask in enumerate(history):
     assert mask.sum() == active
-    if t and bool(schedule.is_update_step(jnp.int32(t))):
+    if t and bool(is_update_step(jnp.int32(t))):
       n_drop = round(float(frac(jnp.int32(t))) * active)
       dropped = (prev & ~mask).sum()
       assert dropped == (mask & ~prev).sum() <= n_drop
@@ -88,7 +99,7 @@ def test_static_sparse_masks_never_change_and_match_instant_sparsify():
   for mask in history:
     np.testing.assert_array_equal(mask, history[0])
   assert history[0].sum() == 64
-  _, masks = pruner.instant_sparsify(params)
+  _, masks = jax.jit(pruner.instant_sparsify)(params)
   np.testing.assert_array_equal(masks["kernel"], history[0])
 
 
@@ -102,8 +113,8 @@ def test_global_magnitude_hand_computed():
   # Inside the wrapper, overrides keep their own per-leaf count.
   tx = fs.sparsity.global_magnitude_pruning(
       sparsity=0.5, overrides={"b/kernel": 0.5}).wrap(optax.sgd(0.0))
-  _, state = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params),
-                       params)
+  _, state = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params),
+                                jax.jit(tx.init)(params), params)
   assert int(state.masks["a"]["kernel"].sum()) == 2
   assert int(state.masks["b"]["kernel"].sum()) == 2
   np.testing.assert_array_equal(state.masks["b"]["kernel"], [[0, 0], [1, 1]])
@@ -125,10 +136,12 @@ def test_global_saliency_uses_gradients():
 def test_acdc_phases_alternate():
   pruner = fs.sparsity.acdc(sparsity=0.5, warmup_steps=2, sparse_steps=2,
                             dense_steps=2, final_sparse_step=10)
-  phases = [bool(pruner.is_sparse_phase(jnp.int32(t))) for t in range(14)]
+  is_sparse_phase = jax.jit(pruner.is_sparse_phase)
+  is_update_step = jax.jit(pruner.is_update_step)
+  phases = [bool(is_sparse_phase(jnp.int32(t))) for t in range(14)]
   assert phases == [False, False, True, True, False, False, True, True,
                     False, False, True, True, True, True]
-  updates = [t for t in range(14) if bool(pruner.is_update_step(jnp.int32(t)))]
+  updates = [t for t in range(14) if bool(is_update_step(jnp.int32(t)))]
   assert updates == [2, 4, 6, 8, 10]
   params = {"kernel": jax.random.normal(jax.random.PRNGKey(0), (8, 8))}
   _, _, history = _run(pruner, params,
@@ -156,8 +169,8 @@ def test_no_pruning_equals_inner():
   grads = {"kernel": jnp.ones((4, 4))}
   inner = optax.adam(0.1)
   tx = fs.sparsity.no_pruning().wrap(inner)
-  u1, _ = tx.update(grads, tx.init(params), params)
-  u2, _ = inner.update(grads, inner.init(params), params)
+  u1, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  u2, _ = jax.jit(inner.update)(grads, inner.init(params), params)
   np.testing.assert_allclose(u1["kernel"], u2["kernel"], rtol=1e-6)
 
 

@@ -81,41 +81,52 @@ def _assert_zero_where_masked(masks, params):
   jax.tree.map(check, masks, params, is_leaf=lambda x: x is None)
 
 
-def _steps(tx, params, n=3, **extra):
+def _steps(tx, trees, n=3, **extra):
+  """``n`` steps of ``tx`` on each tree of ``trees`` separately (each with
+  its own state) in one jitted program; returns the trees, the states, the
+  last updates and the number of traces."""
   traces = []
 
   @jax.jit
-  def step(params, state, grads):
+  def step(trees, states, grads):
     traces.append(1)
-    updates, state = tx.update(grads, state, params, **extra)
-    return optax.apply_updates(params, updates), state, updates
+    out = []
+    for params, state, g in zip(trees, states, grads):
+      updates, state = tx.update(g, state, params, **extra)
+      out.append((optax.apply_updates(params, updates), state, updates))
+    return tuple(zip(*out))
 
-  state = tx.init(params)
+  # A jitted init: an eager one commits only the masks to a device, and
+  # that mix makes the second step compile again (same trace).
+  states = jax.jit(lambda trees: tuple(tx.init(p) for p in trees))(trees)
   for t in range(n):
-    params, state, updates = step(params, state, _grads(params, t))
-  return params, state, updates, len(traces)
+    trees, states, updates = step(trees, states,
+                                  tuple(_grads(p, t) for p in trees))
+  return trees, states, updates, len(traces)
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16],
-                         ids=["f32", "bf16"])
-def test_jit_once_dtypes_and_exact_sparsity(name, dtype):
-  pruner = ALGORITHMS[name]()
-  params = _tree("dict", dtype)
-  params, state, updates, traces = _steps(pruner.wrap(optax.adam(1e-2)),
-                                          params, n=4)
+def test_jit_once_dtypes_and_exact_sparsity(name):
+  # A float32 and a bfloat16 tree, each on its own (own state, own masks),
+  # step in one program: one compilation covers both dtypes.
+  dtypes = (jnp.float32, jnp.bfloat16)
+  trees, states, updates, traces = _steps(
+      ALGORITHMS[name]().wrap(optax.adam(1e-2)),
+      tuple(_tree("dict", dtype) for dtype in dtypes), n=4)
   assert traces == 1, "retraced on a later step"
-  for leaf, upd in zip(jax.tree.leaves(params), jax.tree.leaves(updates)):
-    assert leaf.dtype == dtype and upd.dtype == dtype
-  sparse_state = fs.sparsity.find_sparse_state(state)
-  assert sparse_state.count.dtype == jnp.int32 and int(sparse_state.count) == 4
-  masks = fs.sparsity.get_masks(state, params)
-  forward = fs.sparsity.masked_params(params, state)
-  _assert_zero_where_masked(masks, forward)
-  if name not in ("no_prune",) and "ste" not in name and name != "acdc":
-    for m in jax.tree.leaves(masks):
-      assert int(np.sum(np.asarray(m))) == m.size // 2 or name.startswith(
-          "global")
+  for dtype, params, state, upd in zip(dtypes, trees, states, updates):
+    for leaf, u in zip(jax.tree.leaves(params), jax.tree.leaves(upd)):
+      assert leaf.dtype == dtype and u.dtype == dtype
+    sparse_state = fs.sparsity.find_sparse_state(state)
+    assert (sparse_state.count.dtype == jnp.int32
+            and int(sparse_state.count) == 4)
+    masks = fs.sparsity.get_masks(state, params)
+    forward = fs.sparsity.masked_params(params, state)
+    _assert_zero_where_masked(masks, forward)
+    if name not in ("no_prune",) and "ste" not in name and name != "acdc":
+      for m in jax.tree.leaves(masks):
+        assert int(np.sum(np.asarray(m))) == m.size // 2 or name.startswith(
+            "global")
 
 
 @pytest.mark.parametrize("kind", ["dict", "frozen", "list", "custom", "linen"])
@@ -127,9 +138,19 @@ def test_any_pytree(kind, name):
   if kind == "list":  # no names: select the leaves by shape
     pruner = dataclasses.replace(
         pruner, is_prunable=fs.sparsity.spec.is_floating_matrix)
-  new, state, _, _ = _steps(pruner.wrap(optax.sgd(0.1, 0.9)), params, n=3)
+  tx = pruner.wrap(optax.sgd(0.1, 0.9))
+
+  def three_steps(params):
+    state = tx.init(params)
+    for t in range(3):
+      updates, state = tx.update(_grads(params, t), state, params)
+      params = optax.apply_updates(params, updates)
+    return params, fs.sparsity.get_masks(state, params)
+
+  # The tree handling is all at trace time: traced (shapes out), not
+  # compiled. The dict tree runs for real in the test above.
+  new, masks = jax.eval_shape(three_steps, params)
   assert jax.tree.structure(new) == jax.tree.structure(params)
-  masks = fs.sparsity.get_masks(state, new)
   n_masked = len(jax.tree.leaves(masks))
   assert n_masked == sum(x.ndim > 1 for x in jax.tree.leaves(params))
 
@@ -140,7 +161,8 @@ def test_composes_in_chains_with_extra_args(name):
   value_fn = lambda p: sum(jnp.sum(x ** 2) for x in jax.tree.leaves(p))  # noqa
   inner = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
   outer = optax.chain(ALGORITHMS[name]().wrap(inner))
-  new, state, _, traces = _steps(outer, params, n=3, value_fn=value_fn)
+  (new,), (state,), _, traces = _steps(outer, (params,), n=3,
+                                      value_fn=value_fn)
   assert traces == 1
   _assert_zero_where_masked(fs.sparsity.get_masks(state, new), new)
 
@@ -155,13 +177,16 @@ def test_inject_hyperparams_inside_and_outside():
   results = []
   for tx in (inside, outside):
     state = tx.init(params)
-    updates, state = jax.jit(tx.update)(_grads(params), state, params)
+    update = jax.jit(tx.update)
+    updates, state = update(_grads(params), state, params)
     results.append(optax.apply_updates(params, updates))
   jax.tree.map(np.testing.assert_allclose, *results)
-  # Changing the injected learning rate changes the step; no retrace needed.
+  # Changing the injected learning rate changes the step; no retrace needed
+  # (the same compiled update of ``outside``).
   state = outside.init(params)
-  state.hyperparams["learning_rate"] = jnp.asarray(0.0)
-  updates, _ = outside.update(_grads(params), state, params)
+  state.hyperparams["learning_rate"] = jnp.zeros_like(
+      state.hyperparams["learning_rate"])
+  updates, _ = update(_grads(params), state, params)
   np.testing.assert_allclose(updates["outer"]["inner"]["bias"], 0.0)
 
 
@@ -170,14 +195,16 @@ def test_injected_sparsity():
   tx = optax.inject_hyperparams(
       lambda sparsity: fs.sparsity.magnitude_pruning(sparsity=sparsity).wrap(
           optax.sgd(0.1)))(sparsity=0.25)
-  state = tx.init(params)
+  state = jax.jit(tx.init)(params)  # placed like update's outputs
   update = jax.jit(tx.update)
   _, state = update(_grads(params), state, params)
   masks = fs.sparsity.get_masks(state, params)
   assert int(np.sum(np.asarray(masks["w2"]["kernel"]))) == 48
-  state.hyperparams["sparsity"] = jnp.asarray(0.75)
+  # New values of the same types: the compiled update runs again.
+  state.hyperparams["sparsity"] = jnp.full_like(
+      state.hyperparams["sparsity"], 0.75)
   state = state._replace(inner_state=state.inner_state._replace(
-      count=jnp.zeros([], jnp.int32)))  # OneShot fires at step 0 again
+      count=jnp.zeros_like(state.inner_state.count)))  # OneShot fires again
   _, state = update(_grads(params), state, params)
   assert int(np.sum(np.asarray(
       fs.sparsity.get_masks(state, params)["w2"]["kernel"]))) == 16
@@ -196,9 +223,13 @@ class _NnxMLP(nnx.Module):
 @pytest.mark.parametrize("name", ["magnitude", "rigl", "global_magnitude",
                                   "packed"])
 def test_flax_nnx_optimizer(name):
-  model = _NnxMLP(nnx.Rngs(0))
-  optimizer = nnx.Optimizer(model, ALGORITHMS[name]().wrap(optax.adam(1e-2)),
-                            wrt=nnx.Param)
+  @nnx.jit  # an eager init commits only the masks: a second compilation
+  def create():
+    model = _NnxMLP(nnx.Rngs(0))
+    return model, nnx.Optimizer(
+        model, ALGORITHMS[name]().wrap(optax.adam(1e-2)), wrt=nnx.Param)
+
+  model, optimizer = create()
   x = jax.random.normal(jax.random.PRNGKey(1), (16, 8))
   y = jax.random.normal(jax.random.PRNGKey(2), (16, 4))
 

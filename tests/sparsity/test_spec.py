@@ -4,6 +4,7 @@ global L2 normalization, and the errors for old or unsupported names."""
 import dataclasses
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -50,19 +51,40 @@ MODELS = {
     "ViTTi16": (lambda: models.ViTTi16(num_classes=3), (1, 16, 16, 3)),
     "ViTS16": (lambda: models.ViTS16(num_classes=3), (1, 16, 16, 3)),
     "ViTB16": (lambda: models.ViTB16(num_classes=3), (1, 16, 16, 3)),
+    # Language models take int tokens (an int32 input of this shape); their
+    # embeddings are matrices that are not kernels, and stay dense.
+    "Llama": (lambda: models.make_llama(11, hidden_size=8,
+                                        intermediate_size=16, num_layers=1,
+                                        num_heads=2), (1, 4)),
+    "OPT": (lambda: models.make_opt(11, hidden_size=8, ffn_dim=16,
+                                    num_layers=1, num_heads=2), (1, 4)),
+    "Bert": (lambda: models.make_bert(11, hidden_size=8,
+                                      intermediate_size=16, num_layers=1,
+                                      num_heads=2), (1, 4)),
+    "LlamaBlock": (lambda: models.LlamaBlock(models.LlamaConfig(
+        11, 8, 16, 1, 2)), (1, 4, 8)),
+    "OPTBlock": (lambda: models.OPTBlock(models.OPTConfig(11, 8, 16, 1, 2)),
+                 (1, 4, 8)),
+    "BertBlock": (lambda: models.BertBlock(models.BertConfig(11, 8, 16, 1, 2)),
+                  (1, 4, 8)),
 }
+_TOKEN_MODELS = ("Llama", "OPT", "Bert")
 _VIT_DENSE = ("cls", "pos_embedding", "query/bias", "key/bias", "value/bias")
 
 
 def test_model_table_covers_every_model():
-  assert set(MODELS) == set(models.__all__)
+  classes = {name for name in models.__all__
+             if isinstance(getattr(models, name), type)
+             and issubclass(getattr(models, name), nn.Module)}
+  assert set(MODELS) == classes
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_default_predicate_selects_the_kernels_of_every_model(name):
   make, shape = MODELS[name]
+  dtype = jnp.int32 if name in _TOKEN_MODELS else jnp.float32
   variables = jax.eval_shape(make().init, jax.random.key(0),
-                             jax.ShapeDtypeStruct(shape, jnp.float32))
+                             jax.ShapeDtypeStruct(shape, dtype))
   flat = [(path_str(p), x) for p, x in
           jax.tree_util.tree_flatten_with_path(variables)[0]]
   prunable = {p for p, x in flat if spec.default_is_prunable(p, x)}
@@ -75,6 +97,10 @@ def test_default_predicate_selects_the_kernels_of_every_model(name):
     assert matrices - prunable and all(
         p.endswith(_VIT_DENSE) for p in matrices - prunable)
     assert any(p.endswith("attention/out/kernel") for p in prunable)
+  elif name in _TOKEN_MODELS:
+    # Token, position (and segment) embeddings stay dense.
+    assert matrices - prunable and all(
+        p.endswith("/embedding") for p in matrices - prunable)
   else:
     # MLPs and conv nets: exactly the leaves ndim > 1 selected (so the same
     # masks and numbers as before).

@@ -2,6 +2,7 @@
 schema errors, report."""
 
 import collections
+import functools
 import os
 import pathlib
 import signal
@@ -47,7 +48,9 @@ def _params_of(workdir, config):
   tx = builders.build_optimizer(cfg["optimizer"], cfg["steps"],
                                 cfg["sparsity"], cfg["flatness"],
                                 seed=cfg["seed"])
-  like = state_lib.create_train_state(model, tx, sample, cfg["seed"])
+  # Shapes only: nothing to compile or initialise for the restore target.
+  like = jax.eval_shape(functools.partial(
+      state_lib.create_train_state, model, tx, seed=cfg["seed"]), sample)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                      every_steps=1, keep=2)
   state, _ = ckpt.restore(like)

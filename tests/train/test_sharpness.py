@@ -1,5 +1,6 @@
 """Sharpness of a train state against the exact Hessian of tiny models."""
 
+import functools
 import importlib
 
 import flax.linen as nn
@@ -25,10 +26,11 @@ def _batch(n=24, dim=4, classes=3, seed=0):
           "label": jax.random.randint(ky, (n,), 0, classes)}
 
 
-def _exact_hessian(model, state, batch, masks=None):
-  """Dense Hessian of the eval-mode loss on ravelled params (numpy f64)."""
-  flat, unravel = ravel_pytree(state.params)
-  variables = {"batch_stats": state.batch_stats} if state.batch_stats else {}
+@functools.partial(jax.jit, static_argnames="model")
+def _loss_hessian(params, variables, batch, *, model):
+  """Hessian of the eval-mode loss in ravelled params (compiled once per
+  model and shapes)."""
+  flat, unravel = ravel_pytree(params)
 
   def loss(v):
     logits = model.apply({"params": unravel(v), **variables},
@@ -36,7 +38,14 @@ def _exact_hessian(model, state, batch, masks=None):
     return optax.softmax_cross_entropy_with_integer_labels(
         logits, batch["label"]).mean()
 
-  h = np.asarray(jax.jit(jax.hessian(loss))(flat), np.float64)
+  return jax.hessian(loss)(flat)
+
+
+def _exact_hessian(model, state, batch, masks=None):
+  """Dense Hessian of the eval-mode loss on ravelled params (numpy f64)."""
+  variables = {"batch_stats": state.batch_stats} if state.batch_stats else {}
+  h = np.asarray(_loss_hessian(state.params, variables, batch, model=model),
+                 np.float64)
   if masks is not None:  # keep rows/cols of active entries and dense leaves
     keep = ravel_pytree(jax.tree.map(
         lambda m, p: jnp.ones(p.shape, bool) if m is None else m,
@@ -52,24 +61,31 @@ def _hutchinson_bound(b, num_probes, sigmas=5.0):
   return sigmas * np.sqrt(2 * np.sum(off ** 2) / num_probes)
 
 
-def _mlp_state(tx=None, steps=30):
-  """A tiny MLP after ``steps`` of plain gradient descent, applied by hand
-  (no jitted train step to compile)."""
-  model = models.MLP(hidden=(3,), num_classes=3)
-  batch = _batch()
-  state = state_lib.create_train_state(model, tx or optax.identity(),
-                                       batch["image"][:1], 0)
+@functools.partial(jax.jit, static_argnames="model")
+def _descend(params, batch, steps, *, model):
+  """``steps`` of plain gradient descent (step size 0.5), one compilation
+  per model (``steps`` is traced)."""
 
   def loss(p):
     logits = model.apply({"params": p}, batch["image"])
     return optax.softmax_cross_entropy_with_integer_labels(
         logits, batch["label"]).mean()
 
-  descend = jax.jit(lambda p: jax.tree.map(lambda w, g: w - 0.5 * g, p,
-                                           jax.grad(loss)(p)))
-  params = state.params
-  for _ in range(steps):
-    params = descend(params)
+  def step(_, p):
+    return jax.tree.map(lambda w, g: w - 0.5 * g, p, jax.grad(loss)(p))
+
+  return jax.lax.fori_loop(0, steps, step, params)
+
+
+def _mlp_state(tx=None, steps=30):
+  """A tiny MLP after ``steps`` of plain gradient descent, applied by hand
+  (no train step to compile)."""
+  model = models.MLP(hidden=(3,), num_classes=3)
+  batch = _batch()
+  # Jitted (tx is static): one compilation instead of an eager sparse init.
+  state = jax.jit(state_lib.create_train_state, static_argnums=(0, 1, 3))(
+      model, tx or optax.identity(), batch["image"][:1], 0)
+  params = _descend(state.params, batch, steps, model=model)
   if tx is not None:  # a sparsity wrapper: keep pruned weights at zero
     masks = fs.sparsity.get_masks(state.opt_state, params)
     params = fs.sparsity.apply_masks(params, masks)
@@ -167,9 +183,11 @@ def test_sparse_state_restricts_to_active_weights_and_masked_examples():
   full = _exact_hessian(model, state, batch)
   assert abs(np.linalg.eigvalsh(full)[-1] - got["top_eigenvalue"]) > 1e-3
   # Without masks, the sparse state's full Hessian: nothing is looked up in
-  # the optimizer state.
+  # the optimizer state. (The options of the first test's Lanczos call: one
+  # compilation for both when they share a process.)
   dense = train.sharpness(model, state, batch, jax.random.PRNGKey(0),
-                          method="lanczos", iters=27, num_probes=1)
+                          method="lanczos", iters=27, num_probes=400,
+                          moments=(1, 2, 3))
   assert dense["num_params"] == 27
   np.testing.assert_allclose(dense["top_eigenvalue"],
                              np.linalg.eigvalsh(full)[-1], rtol=1e-4)
@@ -180,11 +198,11 @@ def test_eval_loss_leaves_out_masked_examples():
   images = jnp.concatenate([batch["image"], jnp.full((5, 4), jnp.nan)])
   labels = jnp.concatenate([batch["label"], batch["label"][:5]])
   weights = jnp.concatenate([jnp.ones(24), jnp.zeros(5)])
-  padded = sharpness_lib.eval_loss(model, state.params, {}, images, labels,
-                                   weights)
-  plain = optax.softmax_cross_entropy_with_integer_labels(
-      model.apply({"params": state.params}, batch["image"]),
-      batch["label"]).mean()
+  padded = jax.jit(sharpness_lib.eval_loss, static_argnums=0)(
+      model, state.params, {}, images, labels, weights)
+  plain = jax.jit(lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      model.apply({"params": p}, batch["image"]), batch["label"]).mean())(
+          state.params)
   np.testing.assert_allclose(padded, plain, rtol=1e-6)
 
 
@@ -224,12 +242,13 @@ def test_nonzero_masks_of_projected_params_restrict_the_hessian():
   model = _Linear()
   x = jax.random.normal(jax.random.PRNGKey(0), (16, 6))
   y = jnp.arange(16) % 3
-  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), x)["params"]
   proj = fs.safe.Projection(sparsity=0.5)
   tx = fs.safe.admm(optax.sgd(0.1), proj)
-  params = fs.safe.finalize(params, tx.init(params), proj)
+  init = jax.jit(tx.init)  # one compilation for both calls
+  params = fs.safe.finalize(params, init(params), proj)
   state = state_lib.TrainState(step=jnp.int32(0), params=params,
-                               batch_stats={}, opt_state=tx.init(params),
+                               batch_stats={}, opt_state=init(params),
                                rng=jax.random.PRNGKey(0))
   masks = jax.tree.map(lambda p: (p != 0) if p.ndim > 1 else None, params)
   batch = {"image": x, "label": y}
