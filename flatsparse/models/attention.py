@@ -25,12 +25,27 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["DEFAULT_INIT", "stat_dtype", "rotate_half", "rotary_cos_sin",
-           "apply_rotary", "make_attention_mask", "dot_product_attention",
+__all__ = ["TransformerModule", "TransformerModel", "PreNormDecoderBlock",
+           "DEFAULT_INIT", "check_tokens",
+           "stat_dtype", "rotate_half", "rotary_cos_sin", "apply_rotary",
+           "make_attention_mask", "dot_product_attention",
            "MultiHeadAttention"]
 
 # The initializer_range (0.02) of the Hugging Face configs of all three LMs.
 DEFAULT_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def check_tokens(tokens: jax.Array, max_positions: int | None = None
+                 ) -> tuple[int, ...]:
+  """The shape of int ``tokens`` ``(batch, seq)``; raises naming the bad
+  shape, or a sequence longer than ``max_positions`` (a position table)."""
+  shape = jnp.shape(tokens)
+  if len(shape) != 2:
+    raise ValueError(f"tokens must be (batch, seq), got shape {shape}.")
+  if max_positions is not None and shape[1] > max_positions:
+    raise ValueError(f"sequence length {shape[1]} exceeds "
+                     f"max_position_embeddings={max_positions}.")
+  return shape
 
 
 def stat_dtype(dtype: Any) -> Any:
@@ -133,6 +148,91 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array,
   weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
   out = jnp.einsum("bgrqk,bkgd->bqgrd", weights, value)
   return out.reshape(batch, seq, heads, head_dim)
+
+
+class TransformerModule(nn.Module):
+  """The fields every block and model of the language models shares.
+
+  Attributes:
+    config: The model's shape (``LlamaConfig``, ``OPTConfig`` or
+      ``BertConfig``).
+    dtype: Computation dtype (e.g. ``jnp.bfloat16``); norms and softmax
+      compute their statistics in at least float32.
+    param_dtype: Parameter dtype.
+  """
+
+  config: Any = None
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @property
+  def dtypes(self) -> dict[str, Any]:
+    """``dtype`` and ``param_dtype`` as keywords for submodules."""
+    return dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+
+class PreNormDecoderBlock(TransformerModule):
+  """A pre-norm causal block: ``h + attn(n1(h))``, then ``h + ff(n2(h))``.
+
+  A subclass defines ``setup`` (with ``self_attn``) and the three pieces
+  ``attention_norm``, ``mlp_norm`` and ``feed_forward`` (so its submodules
+  keep the Hugging Face names of its family).
+  """
+
+  def __call__(self, hidden: jax.Array,
+               attention_mask: jax.Array | None = None) -> jax.Array:
+    """Maps ``(batch, seq, hidden)`` to the same shape.
+
+    Args:
+      hidden: The residual stream entering the block.
+      attention_mask: ``(batch, seq)``, 1 = token, 0 = padding; or None.
+
+    Returns:
+      The residual stream leaving the block.
+    """
+    mask = make_attention_mask(attention_mask, hidden.shape[1], causal=True)
+    hidden = hidden + self.self_attn(self.attention_norm(hidden), mask)
+    return hidden + self.feed_forward(self.mlp_norm(hidden))
+
+
+class TransformerModel(TransformerModule):
+  """A model cut into ``embed``, blocks ``layers_i`` and ``head``.
+
+  A subclass defines ``setup`` (with ``self.layers``), ``embed``, ``head``
+  and the class attribute ``block_class``; ``__call__`` (the decoders'
+  signature; BERT overrides it) and ``block_module`` come from here.
+  """
+
+  block_class = None  # a class attribute, not a field
+
+  def __call__(self, tokens: jax.Array,
+               attention_mask: jax.Array | None = None,
+               train: bool = False) -> jax.Array:
+    """Logits ``(batch, seq, vocab)`` for int tokens ``(batch, seq)``.
+
+    Args:
+      tokens: Token ids.
+      attention_mask: ``(batch, seq)``, 1 = token, 0 = padding; or None.
+      train: Ignored (no dropout); keeps the call uniform with the trainer.
+
+    Returns:
+      Logits in ``dtype``.
+    """
+    del train
+    return self.head(self.run_blocks(self.embed(tokens, attention_mask),
+                                     attention_mask))
+
+  def run_blocks(self, hidden: jax.Array,
+                 attention_mask: jax.Array | None) -> jax.Array:
+    """Every block in order."""
+    for layer in self.layers:
+      hidden = layer(hidden, attention_mask)
+    return hidden
+
+  def block_module(self) -> nn.Module:
+    """An unbound block; apply it to ``{'params': params['layers_i']}``."""
+    return type(self).block_class(self.config, dtype=self.dtype,
+                                  param_dtype=self.param_dtype, parent=None)
 
 
 class MultiHeadAttention(nn.Module):

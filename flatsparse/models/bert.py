@@ -33,14 +33,11 @@ HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh")
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
-  """Shape of a BERT encoder (the fields of Hugging Face's ``BertConfig``).
+  """Shape of a BERT encoder (Hugging Face's ``BertConfig``; ``num_layers``,
+  ``num_heads`` stand for ``num_hidden_layers``, ``num_attention_heads``).
 
   Attributes:
-    vocab_size: Tokens in the vocabulary.
-    hidden_size: Width of the residual stream.
     intermediate_size: Width of the MLP.
-    num_layers: Encoder blocks (``num_hidden_layers``).
-    num_heads: Attention heads (``num_attention_heads``).
     max_position_embeddings: Longest sequence.
     type_vocab_size: Token types (segments).
     layer_norm_eps: Epsilon of the LayerNorms.
@@ -86,29 +83,19 @@ def _dense(features: int, **kw: Any) -> nn.Dense:
   return nn.Dense(features, kernel_init=attention.DEFAULT_INIT, **kw)
 
 
-class BertBlock(nn.Module):
+class BertBlock(attention.TransformerModule):
   """One post-LN BERT encoder block (padding-masked attention + GELU MLP).
 
   Submodules: ``attention`` (``query``, ``key``, ``value``, ``output``),
   ``attention_layer_norm``, ``intermediate``, ``output``,
   ``output_layer_norm``.
 
-  Attributes:
-    config: The model's shape.
-    dtype: Computation dtype.
-    param_dtype: Parameter dtype.
-
   References:
     Devlin et al. 2019, arXiv:1810.04805.
   """
 
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
   def setup(self):
-    c = self.config
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    c, kw = self.config, self.dtypes
     self.attention = attention.MultiHeadAttention(
         num_heads=c.num_heads, head_dim=c.head_dim, use_bias=True,
         names=("query", "key", "value", "output"), **kw)
@@ -137,7 +124,7 @@ class BertBlock(nn.Module):
     return self.output_layer_norm(hidden + self.output(mlp))
 
 
-class Bert(nn.Module):
+class Bert(attention.TransformerModel):
   """BERT encoder: tokens to the last hidden states ``(batch, seq, hidden)``.
 
   Parameters: ``word_embeddings``, ``position_embeddings``,
@@ -146,23 +133,14 @@ class Bert(nn.Module):
   ``pooler``. ``embed``, one ``block_module()`` per ``params['layers_i']``
   and ``head`` (the identity) chained give ``__call__``.
 
-  Attributes:
-    config: The model's shape.
-    dtype: Computation dtype; LayerNorm and softmax statistics in at least
-      float32.
-    param_dtype: Parameter dtype.
-
   References:
     Devlin et al. 2019, arXiv:1810.04805.
   """
 
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  block_class = BertBlock
 
   def setup(self):
-    c = self.config
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    c, kw = self.config, self.dtypes
 
     def embed(rows: int) -> nn.Embed:
       return nn.Embed(rows, c.hidden_size,
@@ -192,8 +170,7 @@ class Bert(nn.Module):
     """
     del train
     hidden = self.embed(tokens, attention_mask, token_type_ids)
-    for layer in self.layers:
-      hidden = layer(hidden, attention_mask)
+    hidden = self.run_blocks(hidden, attention_mask)
     if self.config.add_pooling_layer and self.is_initializing():
       self.pool(hidden)  # creates the pooler's parameters
     return self.head(hidden)
@@ -202,13 +179,8 @@ class Bert(nn.Module):
             token_type_ids: jax.Array | None = None) -> jax.Array:
     """Embeddings and their LayerNorm: the hidden states entering block 0."""
     del attention_mask  # absolute positions 0..seq-1 whatever the padding
-    shape = jnp.shape(tokens)
-    if len(shape) != 2:
-      raise ValueError(f"tokens must be (batch, seq), got shape {shape}.")
-    if shape[1] > self.config.max_position_embeddings:
-      raise ValueError(f"sequence length {shape[1]} exceeds "
-                       f"max_position_embeddings="
-                       f"{self.config.max_position_embeddings}.")
+    shape = attention.check_tokens(tokens,
+                                   self.config.max_position_embeddings)
     if token_type_ids is None:
       token_type_ids = jnp.zeros(shape, jnp.int32)
     hidden = (self.word_embeddings(tokens)
@@ -226,10 +198,6 @@ class Bert(nn.Module):
       raise ValueError("pool needs add_pooling_layer=True, got False.")
     return jnp.tanh(self.pooler(hidden[:, 0]))
 
-  def block_module(self) -> BertBlock:
-    """An unbound block; apply it to ``{'params': params['layers_i']}``."""
-    return BertBlock(self.config, dtype=self.dtype,
-                     param_dtype=self.param_dtype, parent=None)
 
 
 def make_bert(num_classes: int, *, dtype: Any = jnp.float32,

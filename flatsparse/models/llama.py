@@ -34,14 +34,11 @@ __all__ = ["LlamaConfig", "RMSNorm", "LlamaMLP", "LlamaBlock", "Llama",
 
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
-  """Shape of a LLaMA model (the fields of Hugging Face's ``LlamaConfig``).
+  """Shape of a LLaMA model (Hugging Face's ``LlamaConfig``; ``num_layers``,
+  ``num_heads`` stand for ``num_hidden_layers``, ``num_attention_heads``).
 
   Attributes:
-    vocab_size: Tokens in the vocabulary.
-    hidden_size: Width of the residual stream.
     intermediate_size: Width of the SwiGLU MLP.
-    num_layers: Decoder blocks (``num_hidden_layers``).
-    num_heads: Query heads (``num_attention_heads``).
     num_kv_heads: Key/value heads (``num_key_value_heads``); None means
       ``num_heads``; fewer heads give grouped-query attention.
     head_dim: Width of each head; None means ``hidden_size // num_heads``.
@@ -148,29 +145,19 @@ class LlamaMLP(nn.Module):
     return dense(x.shape[-1], "down_proj")(nn.silu(gate) * up)
 
 
-class LlamaBlock(nn.Module):
+class LlamaBlock(attention.PreNormDecoderBlock):
   """One pre-norm LLaMA decoder block (causal self-attention + SwiGLU).
 
   Submodules: ``input_layernorm``, ``self_attn`` (``q_proj``, ``k_proj``,
   ``v_proj``, ``o_proj``), ``post_attention_layernorm``, ``mlp``
   (``gate_proj``, ``up_proj``, ``down_proj``).
 
-  Attributes:
-    config: The model's shape.
-    dtype: Computation dtype.
-    param_dtype: Parameter dtype.
-
   References:
     Touvron et al. 2023, arXiv:2302.13971.
   """
 
-  config: LlamaConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
   def setup(self):
-    c = self.config
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    c, kw = self.config, self.dtypes
     self.input_layernorm = RMSNorm(c.rms_norm_eps, **kw)
     self.self_attn = attention.MultiHeadAttention(
         num_heads=c.num_heads, head_dim=c.head_dim,
@@ -178,24 +165,17 @@ class LlamaBlock(nn.Module):
     self.post_attention_layernorm = RMSNorm(c.rms_norm_eps, **kw)
     self.mlp = LlamaMLP(c.intermediate_size, **kw)
 
-  def __call__(self, hidden: jax.Array,
-               attention_mask: jax.Array | None = None) -> jax.Array:
-    """Maps ``(batch, seq, hidden)`` to the same shape.
+  def attention_norm(self, x: jax.Array) -> jax.Array:
+    return self.input_layernorm(x)
 
-    Args:
-      hidden: The residual stream entering the block.
-      attention_mask: ``(batch, seq)``, 1 = token, 0 = padding; or None.
+  def mlp_norm(self, x: jax.Array) -> jax.Array:
+    return self.post_attention_layernorm(x)
 
-    Returns:
-      The residual stream leaving the block.
-    """
-    mask = attention.make_attention_mask(attention_mask, hidden.shape[1],
-                                         causal=True)
-    hidden = hidden + self.self_attn(self.input_layernorm(hidden), mask)
-    return hidden + self.mlp(self.post_attention_layernorm(hidden))
+  def feed_forward(self, x: jax.Array) -> jax.Array:
+    return self.mlp(x)
 
 
-class Llama(nn.Module):
+class Llama(attention.TransformerModel):
   """LLaMA causal language model: tokens to next-token logits.
 
   Parameters: ``embed_tokens`` (``embedding``: ``(vocab, hidden)``),
@@ -204,23 +184,14 @@ class Llama(nn.Module):
   ``(hidden, vocab)``). ``embed``, one ``block_module()`` per
   ``params['layers_i']`` and ``head`` chained give ``__call__``.
 
-  Attributes:
-    config: The model's shape.
-    dtype: Computation dtype (e.g. ``jnp.bfloat16``); norms and softmax
-      compute their statistics in at least float32.
-    param_dtype: Parameter dtype.
-
   References:
     Touvron et al. 2023, arXiv:2302.13971.
   """
 
-  config: LlamaConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  block_class = LlamaBlock
 
   def setup(self):
-    c = self.config
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    c, kw = self.config, self.dtypes
     self.embed_tokens = nn.Embed(c.vocab_size, c.hidden_size,
                                  embedding_init=attention.DEFAULT_INIT, **kw)
     self.layers = [LlamaBlock(c, **kw) for _ in range(c.num_layers)]
@@ -229,32 +200,11 @@ class Llama(nn.Module):
       self.lm_head = nn.Dense(c.vocab_size, use_bias=False,
                               kernel_init=attention.DEFAULT_INIT, **kw)
 
-  def __call__(self, tokens: jax.Array,
-               attention_mask: jax.Array | None = None,
-               train: bool = False) -> jax.Array:
-    """Logits ``(batch, seq, vocab)`` for int tokens ``(batch, seq)``.
-
-    Args:
-      tokens: Token ids.
-      attention_mask: ``(batch, seq)``, 1 = token, 0 = padding; or None.
-      train: Ignored (no dropout); keeps the call uniform with the trainer.
-
-    Returns:
-      Logits in ``dtype``.
-    """
-    del train
-    hidden = self.embed(tokens, attention_mask)
-    for layer in self.layers:
-      hidden = layer(hidden, attention_mask)
-    return self.head(hidden)
-
   def embed(self, tokens: jax.Array,
             attention_mask: jax.Array | None = None) -> jax.Array:
     """The hidden states entering block 0 (the token embeddings)."""
     del attention_mask  # positions are 0..seq-1 whatever the padding
-    if jnp.ndim(tokens) != 2:
-      raise ValueError(f"tokens must be (batch, seq), got shape "
-                       f"{jnp.shape(tokens)}.")
+    attention.check_tokens(tokens)
     return self.embed_tokens(tokens)
 
   def head(self, hidden: jax.Array) -> jax.Array:
@@ -264,10 +214,6 @@ class Llama(nn.Module):
       return self.embed_tokens.attend(hidden)
     return self.lm_head(hidden)
 
-  def block_module(self) -> LlamaBlock:
-    """An unbound block; apply it to ``{'params': params['layers_i']}``."""
-    return LlamaBlock(self.config, dtype=self.dtype,
-                      param_dtype=self.param_dtype, parent=None)
 
 
 def make_llama(num_classes: int, *, dtype: Any = jnp.float32,

@@ -38,14 +38,11 @@ LAYER_NORM_EPS = 1e-5
 
 @dataclasses.dataclass(frozen=True)
 class OPTConfig:
-  """Shape of an OPT model (the fields of Hugging Face's ``OPTConfig``).
+  """Shape of an OPT model (Hugging Face's ``OPTConfig``; ``num_layers``,
+  ``num_heads`` stand for ``num_hidden_layers``, ``num_attention_heads``).
 
   Attributes:
-    vocab_size: Tokens in the vocabulary.
-    hidden_size: Width of the residual stream.
     ffn_dim: Width of the MLP.
-    num_layers: Decoder blocks (``num_hidden_layers``).
-    num_heads: Attention heads (``num_attention_heads``).
     max_position_embeddings: Longest sequence (the position table has
       ``max_position_embeddings + 2`` rows).
     enable_bias: Biases on the projections and the MLP.
@@ -94,29 +91,19 @@ def _layer_norm(**kw: Any) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=LAYER_NORM_EPS, use_fast_variance=False, **kw)
 
 
-class OPTBlock(nn.Module):
+class OPTBlock(attention.PreNormDecoderBlock):
   """One pre-LN OPT decoder block (causal self-attention + ReLU MLP).
 
   Submodules: ``self_attn_layer_norm``, ``self_attn`` (``q_proj``,
   ``k_proj``, ``v_proj``, ``out_proj``), ``final_layer_norm``, ``fc1``,
   ``fc2``.
 
-  Attributes:
-    config: The model's shape.
-    dtype: Computation dtype.
-    param_dtype: Parameter dtype.
-
   References:
     Zhang et al. 2022, arXiv:2205.01068.
   """
 
-  config: OPTConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
   def setup(self):
-    c = self.config
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    c, kw = self.config, self.dtypes
     self.self_attn_layer_norm = _layer_norm(**kw)
     self.self_attn = attention.MultiHeadAttention(
         num_heads=c.num_heads, head_dim=c.head_dim, use_bias=c.enable_bias,
@@ -127,25 +114,17 @@ class OPTBlock(nn.Module):
     self.fc2 = nn.Dense(c.hidden_size, use_bias=c.enable_bias,
                         kernel_init=attention.DEFAULT_INIT, **kw)
 
-  def __call__(self, hidden: jax.Array,
-               attention_mask: jax.Array | None = None) -> jax.Array:
-    """Maps ``(batch, seq, hidden)`` to the same shape.
+  def attention_norm(self, x: jax.Array) -> jax.Array:
+    return self.self_attn_layer_norm(x)
 
-    Args:
-      hidden: The residual stream entering the block.
-      attention_mask: ``(batch, seq)``, 1 = token, 0 = padding; or None.
+  def mlp_norm(self, x: jax.Array) -> jax.Array:
+    return self.final_layer_norm(x)
 
-    Returns:
-      The residual stream leaving the block.
-    """
-    mask = attention.make_attention_mask(attention_mask, hidden.shape[1],
-                                         causal=True)
-    hidden = hidden + self.self_attn(self.self_attn_layer_norm(hidden), mask)
-    mlp = self.fc2(nn.relu(self.fc1(self.final_layer_norm(hidden))))
-    return hidden + mlp
+  def feed_forward(self, x: jax.Array) -> jax.Array:
+    return self.fc2(nn.relu(self.fc1(x)))
 
 
-class OPT(nn.Module):
+class OPT(attention.TransformerModel):
   """OPT causal language model: tokens to next-token logits.
 
   Parameters: ``embed_tokens`` (``(vocab, hidden)``), ``embed_positions``
@@ -155,23 +134,14 @@ class OPT(nn.Module):
   ``block_module()`` per ``params['layers_i']`` and ``head`` chained give
   ``__call__``.
 
-  Attributes:
-    config: The model's shape.
-    dtype: Computation dtype; LayerNorm and softmax statistics in at least
-      float32.
-    param_dtype: Parameter dtype.
-
   References:
     Zhang et al. 2022, arXiv:2205.01068.
   """
 
-  config: OPTConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  block_class = OPTBlock
 
   def setup(self):
-    c = self.config
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    c, kw = self.config, self.dtypes
     self.embed_tokens = nn.Embed(c.vocab_size, c.hidden_size,
                                  embedding_init=attention.DEFAULT_INIT, **kw)
     self.embed_positions = nn.Embed(
@@ -180,35 +150,11 @@ class OPT(nn.Module):
     self.layers = [OPTBlock(c, **kw) for _ in range(c.num_layers)]
     self.final_layer_norm = _layer_norm(**kw)
 
-  def __call__(self, tokens: jax.Array,
-               attention_mask: jax.Array | None = None,
-               train: bool = False) -> jax.Array:
-    """Logits ``(batch, seq, vocab)`` for int tokens ``(batch, seq)``.
-
-    Args:
-      tokens: Token ids.
-      attention_mask: ``(batch, seq)``, 1 = token, 0 = padding; or None.
-      train: Ignored (no dropout); keeps the call uniform with the trainer.
-
-    Returns:
-      Logits in ``dtype``.
-    """
-    del train
-    hidden = self.embed(tokens, attention_mask)
-    for layer in self.layers:
-      hidden = layer(hidden, attention_mask)
-    return self.head(hidden)
-
   def embed(self, tokens: jax.Array,
             attention_mask: jax.Array | None = None) -> jax.Array:
     """Token plus position embeddings: the hidden states entering block 0."""
-    shape = jnp.shape(tokens)
-    if len(shape) != 2:
-      raise ValueError(f"tokens must be (batch, seq), got shape {shape}.")
-    if shape[1] > self.config.max_position_embeddings:
-      raise ValueError(f"sequence length {shape[1]} exceeds "
-                       f"max_position_embeddings="
-                       f"{self.config.max_position_embeddings}.")
+    shape = attention.check_tokens(tokens,
+                                   self.config.max_position_embeddings)
     if attention_mask is None:
       positions = jnp.arange(shape[1])[None, :]
     else:
@@ -221,10 +167,6 @@ class OPT(nn.Module):
     """Final LayerNorm and the tied LM head: hidden states to logits."""
     return self.embed_tokens.attend(self.final_layer_norm(hidden))
 
-  def block_module(self) -> OPTBlock:
-    """An unbound block; apply it to ``{'params': params['layers_i']}``."""
-    return OPTBlock(self.config, dtype=self.dtype,
-                    param_dtype=self.param_dtype, parent=None)
 
 
 def make_opt(num_classes: int, *, dtype: Any = jnp.float32,

@@ -21,10 +21,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from flatsparse import safe as safe_lib
+from flatsparse.oneshot import reconstruction
 from flatsparse.oneshot.method import SafeBlockConfig
 
 __all__ = ["safe_block", "projection_for"]
@@ -61,24 +61,17 @@ def safe_block(apply_fn: Callable[[Any, jax.Array, Any], jax.Array],
   Returns:
     ``(pruned params, masks, epoch losses)``.
   """
-  n = inputs.shape[0]
-  batch = min(config.batch_size, n)
-  steps_per_epoch = max(n // batch, 1)
-  init, step, project = _compiled_step(apply_fn, projection, config,
-                                       config.epochs * steps_per_epoch)
-  state = init(params)
-  losses = []
-  for epoch in range(config.epochs):
-    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch),
-                                              n))
-    epoch_loss = 0.0
-    for s in range(steps_per_epoch):
-      rows = order[s * batch:(s + 1) * batch]
-      mask = None if attention_mask is None else attention_mask[rows]
-      params, state, loss = step(params, state, activations, inputs[rows],
-                                 targets[rows], mask)
-      epoch_loss += float(loss)
-    losses.append(epoch_loss / steps_per_epoch)
+  init, step, project = _compiled_step(
+      apply_fn, projection, config,
+      config.epochs * reconstruction.steps_per_epoch(inputs.shape[0],
+                                                     config.batch_size))
+
+  def one_step(carry, x, y, mask):
+    p, state, loss = step(*carry, activations, x, y, mask)
+    return (p, state), loss
+  (params, state), losses = reconstruction.run_epochs(
+      one_step, (params, init(params)), inputs, targets, attention_mask,
+      epochs=config.epochs, batch_size=config.batch_size, key=key)
   pruned, masks = project(params, safe_lib.find_state(state).importance)
   return pruned, masks, losses
 

@@ -45,7 +45,7 @@ import optax
 from flatsparse import validation
 
 __all__ = ["ReconstructionConfig", "apply_masks", "reconstruct",
-           "mean_squared_error"]
+           "mean_squared_error", "run_epochs", "steps_per_epoch"]
 
 ApplyFn = Callable[[Any, jax.Array, jax.Array | None], jax.Array]
 
@@ -139,24 +139,47 @@ def reconstruct(apply_fn: ApplyFn, params: Any, masks: Any,
   if inputs.shape[0] != targets.shape[0]:
     raise ValueError(f"inputs and targets need as many sequences, got "
                      f"{inputs.shape[0]} and {targets.shape[0]}.")
+  tx, step = _compiled_step(
+      apply_fn, config,
+      config.epochs * steps_per_epoch(inputs.shape[0], config.batch_size))
+
+  def one_step(carry, x, y, mask):
+    p, opt_state, loss = step(*carry, masks, x, y, mask)
+    return (p, opt_state), loss
+  (params, _), losses = run_epochs(
+      one_step, (params, tx.init(params)), inputs, targets, attention_mask,
+      epochs=config.epochs, batch_size=config.batch_size, key=key)
+  return apply_masks(params, masks), losses
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+  """``floor(n / batch)`` steps of ``min(batch_size, n)`` sequences (>= 1)."""
+  return max(n // min(batch_size, n), 1)
+
+
+def run_epochs(step: Callable[[Any, jax.Array, jax.Array, Any],
+                              tuple[Any, jax.Array]],
+               carry: Any, inputs: jax.Array, targets: jax.Array,
+               attention_mask: jax.Array | None, *, epochs: int,
+               batch_size: int, key: jax.Array) -> tuple[Any, list[float]]:
+  """``epochs`` shuffled passes of ``step(carry, x, y, mask) -> (carry,
+  loss)`` over the sequences; returns the carry and each epoch's mean loss.
+  """
   n = inputs.shape[0]
-  batch = min(config.batch_size, n)
-  steps_per_epoch = max(n // batch, 1)
-  tx, step = _compiled_step(apply_fn, config, config.epochs * steps_per_epoch)
-  opt_state = tx.init(params)
+  batch = min(batch_size, n)
+  per_epoch = steps_per_epoch(n, batch_size)
   losses = []
-  for epoch in range(config.epochs):
+  for epoch in range(epochs):
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch),
                                               n))
-    epoch_loss = 0.0
-    for s in range(steps_per_epoch):
+    total = 0.0
+    for s in range(per_epoch):
       rows = order[s * batch:(s + 1) * batch]
       mask = None if attention_mask is None else attention_mask[rows]
-      params, opt_state, loss = step(params, opt_state, masks, inputs[rows],
-                                     targets[rows], mask)
-      epoch_loss += float(loss)
-    losses.append(epoch_loss / steps_per_epoch)
-  return apply_masks(params, masks), losses
+      carry, loss = step(carry, inputs[rows], targets[rows], mask)
+      total += float(loss)
+    losses.append(total / per_epoch)
+  return carry, losses
 
 
 @functools.lru_cache(maxsize=32)

@@ -84,28 +84,14 @@ def lm_metrics(nll_sum: float, num_tokens: float) -> dict[str, float]:
           "bits_per_byte": loss / math.log(2.0)}
 
 
-class LanguageModeling(tasks.Task):
+class LanguageModeling(tasks.Classification):
   """Next-token prediction of ``batch['label']`` from ``batch['image']``.
 
-  Loss: softmax cross-entropy averaged over every token of the batch
-  (float32). Train metrics: ``accuracy`` (next-token top-1). Eval: see the
-  module docstring; padded examples (``weights`` 0) count for nothing.
+  Classification of every position: the loss (softmax cross-entropy averaged
+  over every token of the batch, float32) and the train ``accuracy``
+  (next-token top-1) are the classifier's. Eval: see the module docstring;
+  padded examples (``weights`` 0) count for nothing.
   """
-
-  input_key = "image"
-  target_key = "label"
-
-  def num_outputs(self, num_classes: int) -> int:
-    """The vocabulary size: the dataset's ``num_classes``."""
-    return num_classes
-
-  def loss(self, outputs: jax.Array, batch: Batch) -> jax.Array:
-    return jnp.mean(token_nll(outputs, batch[self.target_key]))
-
-  def train_metrics(self, outputs: jax.Array, batch: Batch
-                    ) -> dict[str, jax.Array]:
-    return {"accuracy": jnp.mean(
-        jnp.argmax(outputs, -1) == batch[self.target_key])}
 
   def eval_sums(self, outputs: jax.Array, batch: Batch, weights: jax.Array
                 ) -> dict[str, jax.Array]:
