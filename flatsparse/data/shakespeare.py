@@ -57,7 +57,7 @@ __all__ = [
     "TEST_PLAYS", "TEXT_SPLITS", "Line", "parse_play", "markdown_to_text",
     "read_plays", "split_plays", "split_text", "speech_lines", "encode",
     "decode", "byte_windows", "windows_dataset", "load_shakespeare_bytes",
-    "held_out_lines", "calibration_windows",
+    "held_out_lines", "calibration_windows", "random_windows",
 ]
 
 VOCAB_SIZE = 256
@@ -423,13 +423,23 @@ def calibration_windows(n: int, seq_len: int, *, seed: int,
   Raises:
     ValueError: if the train text is shorter than ``seq_len`` bytes.
   """
+  return random_windows(encode(split_text("train", text=text,
+                                          text_file=text_file, plays=plays)),
+                        n, seq_len, seed=seed)
+
+
+def random_windows(tokens: np.ndarray, n: int, seq_len: int, *,
+                   seed: int) -> np.ndarray:
+  """``n`` windows of ``seq_len`` tokens at independent uniform starts.
+
+  Raises:
+    ValueError: if ``tokens`` is shorter than ``seq_len``.
+  """
   n = validation.check_count("n", n)
   seq_len = validation.check_count("seq_len", seq_len)
-  tokens = encode(split_text("train", text=text, text_file=text_file,
-                             plays=plays))
   if tokens.shape[0] < seq_len:
-    raise ValueError(f"The train text has {tokens.shape[0]} bytes, fewer "
-                     f"than seq_len={seq_len}.")
+    raise ValueError(f"The text has {tokens.shape[0]} tokens, fewer than "
+                     f"seq_len={seq_len}.")
   starts = np.random.default_rng(seed).integers(
       0, tokens.shape[0] - seq_len + 1, size=n)
   return tokens[starts[:, None] + np.arange(seq_len)]

@@ -23,7 +23,51 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["input_feature_norms", "feature_norms_during"]
+__all__ = ["input_feature_norms", "feature_norms_during",
+           "layer_inputs_during"]
+
+
+def layer_inputs_during(run: Callable[[], Any], params: Any,
+                        record: Callable[[Any, nn.Module, tuple[str, ...],
+                                          jax.Array], Any],
+                        layer_types: tuple[type, ...]) -> Any:
+  """Folds the inputs of every layer of ``layer_types`` that ``run()`` calls.
+
+  Layers are found with ``flax.linen.intercept_methods``, so any linen model
+  works unchanged. For each call, ``record(previous, module, path, inputs)``
+  returns the layer's new value (``previous`` is None at its first call).
+
+  Args:
+    run: a function of no arguments that applies the model (its result is
+      discarded).
+    params: the model's parameters (the structure of the result).
+    record: the fold of one layer's calls.
+    layer_types: the module classes whose ``__call__`` is recorded.
+
+  Returns:
+    A pytree like ``params``: each layer's value at its ``kernel``, ``None``
+    elsewhere.
+  """
+  values: dict[tuple[str, ...], Any] = {}
+
+  def intercept(next_fun, args, kwargs, context):
+    if (context.method_name == "__call__"
+        and isinstance(context.module, layer_types)):
+      path = tuple(context.module.path)
+      values[path] = record(values.get(path), context.module, path,
+                            jnp.asarray(args[0]))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(intercept):
+    run()
+
+  def leaf(path, value):
+    names = tuple(str(getattr(k, "key", k)) for k in path)
+    del value
+    if names[-1] == "kernel" and names[:-1] in values:
+      return values[names[:-1]]
+    return None
+  return jax.tree_util.tree_map_with_path(leaf, params)
 
 
 def feature_norms_during(run: Callable[[], Any], params: Any) -> Any:
@@ -38,28 +82,14 @@ def feature_norms_during(run: Callable[[], Any], params: Any) -> Any:
     A pytree like ``params``: vectors of length ``in_features`` at kernels
     (in the inputs' dtype, at least float32), ``None`` elsewhere.
   """
-  norms: dict[tuple[str, ...], jax.Array] = {}
+  def record(previous, module, path, inputs):
+    del module, path
+    inputs = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
+    squared = jnp.sum(jnp.square(inputs).reshape(-1, inputs.shape[-1]), 0)
+    total = squared if previous is None else previous + squared
+    return jax.lax.stop_gradient(total)
 
-  def record(next_fun, args, kwargs, context):
-    if (context.method_name == "__call__"
-        and isinstance(context.module, (nn.Dense, nn.Conv))):
-      inputs = jnp.asarray(args[0])
-      inputs = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
-      squared = jnp.sum(jnp.square(inputs).reshape(-1, inputs.shape[-1]), 0)
-      path = tuple(context.module.path)
-      norms[path] = norms.get(path, 0.0) + squared
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(record):
-    run()
-
-  def leaf(path, value):
-    names = tuple(str(getattr(k, "key", k)) for k in path)
-    if names[-1] == "kernel" and names[:-1] in norms:
-      return jax.lax.stop_gradient(norms[names[:-1]])
-    del value
-    return None
-  return jax.tree_util.tree_map_with_path(leaf, params)
+  return layer_inputs_during(run, params, record, (nn.Dense, nn.Conv))
 
 
 def input_feature_norms(model: nn.Module, variables: Any, x: Any,

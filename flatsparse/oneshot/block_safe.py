@@ -20,7 +20,6 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from flatsparse import safe as safe_lib
@@ -88,17 +87,10 @@ def _compiled_step(apply_fn: Callable[[Any, jax.Array, Any], jax.Array],
       projection, lam=config.lam, rho=config.rho,
       dual_period=config.dual_period, total_steps=total)
 
-  def loss_fn(p, x, y, mask):
-    err = jnp.square(apply_fn(p, x, mask).astype(jnp.float32)
-                     - y.astype(jnp.float32))
-    if mask is None:
-      return jnp.mean(err)
-    w = mask.astype(jnp.float32)[..., None]
-    return jnp.sum(err * w) / (jnp.sum(w) * err.shape[-1])
-
   @jax.jit
   def step(p, state, activations, x, y, mask):
-    value_fn = lambda q: loss_fn(q, x, y, mask)  # noqa: E731
+    value_fn = functools.partial(reconstruction.mean_squared_error, apply_fn,
+                                 x=x, y=y, mask=mask)
     loss, grads = jax.value_and_grad(value_fn)(p)
     extra = {} if activations is None else {"activations": activations}
     updates, state = tx.update(grads, state, p, value_fn=value_fn, **extra)

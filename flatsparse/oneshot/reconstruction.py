@@ -43,9 +43,10 @@ import numpy as np
 import optax
 
 from flatsparse import validation
+from flatsparse.sparsity import apply_masks
 
-__all__ = ["ReconstructionConfig", "apply_masks", "reconstruct",
-           "mean_squared_error", "run_epochs", "steps_per_epoch"]
+__all__ = ["ReconstructionConfig", "reconstruct", "mean_squared_error",
+           "run_epochs", "steps_per_epoch"]
 
 ApplyFn = Callable[[Any, jax.Array, jax.Array | None], jax.Array]
 
@@ -79,29 +80,13 @@ class ReconstructionConfig(NamedTuple):
     validation.check_betas(b1=self.b1, b2=self.b2)
 
 
-def apply_masks(params: Any, masks: Any) -> Any:
-  """``w * m`` where a mask is given (``None``: the leaf is kept whole)."""
-  return jax.tree_util.tree_map(
-      lambda w, m: w if m is None else jnp.where(m, w, jnp.zeros_like(w)),
-      params, masks, is_leaf=lambda x: x is None)
-
-
-def mean_squared_error(apply_fn: ApplyFn, params: Any, inputs: jax.Array,
-                       targets: jax.Array, attention_mask: jax.Array | None,
-                       *, batch_size: int) -> float:
-  """Mean over sequences, tokens and features of ``(block(x) - y)^2``.
-
-  Padding tokens (``attention_mask == 0``) are excluded.
-  """
-  total, count = 0.0, 0.0
-  for start in range(0, inputs.shape[0], batch_size):
-    part = slice(start, start + batch_size)
-    mask = None if attention_mask is None else attention_mask[part]
-    sq, n = _squared_error(apply_fn, params, inputs[part], targets[part],
-                           mask)
-    total += float(sq)
-    count += float(n)
-  return total / max(count, 1.0)
+def mean_squared_error(apply_fn: ApplyFn, params: Any, x: jax.Array,
+                       y: jax.Array, mask: jax.Array | None) -> jax.Array:
+  """Mean over the real tokens (``mask`` nonzero; all if None) and the
+  features of ``(apply_fn(params, x, mask) - y)^2``, in float32: the loss of
+  BR / GP / CR and of block-wise SAFE."""
+  sq, count = _squared_error(apply_fn, params, x, y, mask)
+  return sq / count
 
 
 def _squared_error(apply_fn, params, x, y, mask):
@@ -195,8 +180,7 @@ def _compiled_step(apply_fn: ApplyFn, config: ReconstructionConfig,
                   weight_decay=config.weight_decay))
 
   def loss_fn(p, masks, x, y, mask):
-    sq, count = _squared_error(apply_fn, apply_masks(p, masks), x, y, mask)
-    return sq / count
+    return mean_squared_error(apply_fn, apply_masks(p, masks), x, y, mask)
 
   @jax.jit
   def step(p, opt_state, masks, x, y, mask):

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flatsparse import validation
+from flatsparse.models import activations
 
 __all__ = ["NORMALIZATIONS", "LayerStatistics", "init_statistics",
            "accumulate", "hessian", "statistics_during"]
@@ -208,36 +209,22 @@ def statistics_during(run: Callable[[], Any], params: Any, *,
       input axes, or an input whose leading axes do not match the mask.
   """
   dtype = _check_dtype(dtype)
-  stats: dict[tuple[str, ...], LayerStatistics] = {}
 
-  def record(next_fun, args, kwargs, context):
-    module = context.module
-    if context.method_name == "__call__" and isinstance(
-        module, (nn.Dense, nn.DenseGeneral)):
-      path = tuple(module.path)
-      inputs = _flat_inputs(module, jnp.asarray(args[0]), path)
-      if path not in stats:
-        stats[path] = init_statistics(inputs.shape[-1], with_gram=with_gram,
-                                      dtype=dtype)
-      mask = attention_mask
-      if mask is not None and mask.shape != inputs.shape[:-1]:
-        raise ValueError(
-            f"layer {'/'.join(path)!r}: inputs of shape {inputs.shape} do "
-            f"not fit attention_mask of shape {mask.shape}.")
-      stats[path] = accumulate(stats[path], jax.lax.stop_gradient(inputs),
-                               mask)
-    return next_fun(*args, **kwargs)
+  def record(previous, module, path, inputs):
+    inputs = _flat_inputs(module, inputs, path)
+    if previous is None:
+      previous = init_statistics(inputs.shape[-1], with_gram=with_gram,
+                                 dtype=dtype)
+    if attention_mask is not None and attention_mask.shape != (
+        inputs.shape[:-1]):
+      raise ValueError(
+          f"layer {'/'.join(path)!r}: inputs of shape {inputs.shape} do "
+          f"not fit attention_mask of shape {attention_mask.shape}.")
+    return accumulate(previous, jax.lax.stop_gradient(inputs),
+                      attention_mask)
 
-  with nn.intercept_methods(record):
-    run()
-
-  def leaf(path, value):
-    del value
-    names = tuple(str(getattr(k, "key", k)) for k in path)
-    if names[-1] == "kernel" and names[:-1] in stats:
-      return stats[names[:-1]]
-    return None
-  return jax.tree_util.tree_map_with_path(leaf, params)
+  return activations.layer_inputs_during(run, params, record,
+                                         (nn.Dense, nn.DenseGeneral))
 
 
 def _gram(tokens: Array, weights: Array | None, dtype: np.dtype) -> Array:

@@ -133,12 +133,11 @@ def _tokens(section: Any, tok: Tokenizer, split: str) -> np.ndarray:
 def calibration_sequences(section: Any, tok: Tokenizer, *, seed: int
                           ) -> np.ndarray:
   """``(num_sequences, seq_len)`` windows at random train-text starts."""
-  n = validation.check_count("num_sequences", section.num_sequences)
-  seq_len = validation.check_count("seq_len", section.seq_len)
-  ids = _tokens(section, tok, "train")
-  starts = np.random.default_rng(seed).integers(
-      0, ids.shape[0] - seq_len + 1, size=n)
-  return ids[starts[:, None] + np.arange(seq_len)]
+  validation.check_count("num_sequences", section.num_sequences)
+  validation.check_count("seq_len", section.seq_len)
+  return shakespeare.random_windows(_tokens(section, tok, "train"),
+                                    section.num_sequences, section.seq_len,
+                                    seed=seed)
 
 
 def line_sequences(section: Any, tok: Tokenizer, *, split: str, seed: int
