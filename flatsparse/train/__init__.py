@@ -1,9 +1,10 @@
 """Training platform: state, generic steps, checkpoints, metrics, the loop.
 
 Importing it registers the built-in tasks (``classification``,
-``language_modeling``).
+``language_modeling``, ``concept_bottleneck``).
 """
 
+from flatsparse.train import concept_bottleneck
 from flatsparse.train import config_schema
 from flatsparse.train import faults
 from flatsparse.train import language_modeling
@@ -45,7 +46,7 @@ __all__ = [
     "recalibrate_batch_stats", "build_method", "build_model",
     "build_optimizer", "MODELS", "methods", "tasks", "Method", "MethodPart",
     "FinalizeContext", "register_method_part", "Task", "Classification",
-    "LanguageModeling", "language_modeling",
+    "LanguageModeling", "language_modeling", "concept_bottleneck",
     "register_task",
     "OPTIMIZERS",
     "register_model", "register_optimizer", "Checkpointer", "config_schema",

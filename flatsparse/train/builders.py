@@ -33,6 +33,7 @@ import flax.linen as nn
 import numpy as np
 import optax
 
+from flatsparse import cbm
 from flatsparse import flatness
 from flatsparse import models
 from flatsparse import rng
@@ -69,6 +70,26 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "opt": models.make_opt,
     "bert": models.make_bert,
 }
+
+
+def concept_bottleneck(num_classes: int, num_concepts: int,
+                       backbone: Mapping[str, Any], bottleneck: str = "soft",
+                       mode: str = "joint", task_hidden: Any = (),
+                       concept_weight: float | None = None) -> nn.Module:
+  """A :class:`flatsparse.cbm.ConceptBottleneck` whose ``g`` is the model
+  ``backbone`` (a model section: ``name`` and its keywords) built with
+  ``num_concepts`` outputs; its unset (None) keys take the model's
+  defaults."""
+  cbm.check_mode(mode, bottleneck)
+  validation.check_count("num_concepts", num_concepts)
+  backbone = {k: v for k, v in _as_dict(backbone).items() if v is not None}
+  return cbm.ConceptBottleneck(
+      build_model(backbone, num_concepts), num_classes,
+      bottleneck=bottleneck, mode=mode, task_hidden=tuple(task_hidden),
+      concept_weight=concept_weight)
+
+
+MODELS["concept_bottleneck"] = concept_bottleneck
 
 def sgd(learning_rate: Any, momentum: float | None = None,
         nesterov: bool = False, weight_decay: float = 0.0

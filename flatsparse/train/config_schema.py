@@ -156,6 +156,10 @@ def _complete_section(section: str, values: Any) -> None:
   schema = section_schema(section, values)
   if schema:
     _fill(values, schema)
+  if section == "model":  # nested model sections (a CBM's backbone)
+    for key in list(values.keys()):
+      if _is_config_dict(values[key]) and "name" in values[key]:
+        _complete_section("model", values[key])
 
 
 def _complete_train(config: Any) -> None:
