@@ -13,7 +13,8 @@ Variants (`:variant` after the path):
                SAFE, SAFE+; at 60%, 2:4 and 4:8 the three solvers' LR and
                SparseGPT with BR+GP (default)
   full         every solver x reconstruction and SAFE, SAFE+ at all four
-               patterns (~4 hours on 2 CPU cores)
+               patterns (1.8 hours on 2 shared CPU cores; 67 min on top of
+               a finished `study` in the same workdir, whose runs it reuses)
   self         SparseGPT with BR+GP at 50%, 64 self-generated sequences added
                to the reconstruction set (the overfitting question; compare
                with the study's sparsegpt/0.5/br+gp, and with

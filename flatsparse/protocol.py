@@ -13,7 +13,8 @@ argument                provided by               used by
 ======================  ========================  ==============================
 ``value_fn``            the train step            SAM/ASAM, Sassha, AdaHessian,
                                                   Sophia-H, SAFE (rho > 0),
-                                                  SAFE+ (Hessian importance)
+                                                  SAFE+ (Hessian importance),
+                                                  zeroth-order estimators
 ``sub_batch_value_fn``  the train step with       SAM with ``sub_batches=m``
                         ``sub_batches=m``
 ``activations_fn``      the train step            SAFE+ (activation importance)
@@ -124,7 +125,7 @@ EXTRA_ARGS: Mapping[str, ExtraArg] = {
                  "the loss on the step's batch (pre-step batch statistics)",
                  "flatsparse.train.make_train_step",
                  ("sam", "sassha", "adahessian", "sophia_h", "safe",
-                  "safe_plus")),
+                  "safe_plus", "zeroth_order_gradient")),
         ExtraArg("sub_batch_value_fn", "(params, i) -> loss; .sub_batches = m",
                  "the loss on the i-th of m equal sub-batches",
                  "flatsparse.train.make_train_step(sub_batches=m)",

@@ -17,7 +17,6 @@ from flatsparse import models
 from flatsparse import sparsity
 from flatsparse.data import concepts as concept_data
 from flatsparse.train import builders
-from flatsparse.train import concept_bottleneck as task_lib
 from flatsparse.train import loop
 from flatsparse.train import state as state_lib
 from flatsparse.train import step as step_lib
