@@ -282,18 +282,11 @@ def run_study(config: Any, workdir: str,
   return {**results, "report": "\n".join(report)}
 
 
-def main(argv: Sequence[str]) -> None:
-  del argv
-  workdir = cli.workdir()
-  cli.setup_logging(workdir)
-  start = time.time()
-  config = cli.config()
-  results = run_study(config, workdir, cli.config_variants(config))
-  print(results["report"])
-  print(f"({time.time() - start:.0f} s; {workdir})")
+def _run_configured(config: Any, workdir: str) -> dict[str, Any]:
+  return run_study(config, workdir, cli.config_variants(config))
 
 
 if __name__ == "__main__":
   cli.define_flags("Concept-bottleneck study config.", workdir="Where it "
                    "writes.")
-  cli.run(main)
+  cli.run(cli.report_main(_run_configured))

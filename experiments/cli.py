@@ -235,3 +235,20 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 def run(main: Callable[[list[str]], Any]) -> None:
   """``app.run(main)`` with :func:`parse_flags`."""
   app.run(main, flags_parser=parse_flags)
+
+
+def report_main(run_study: Callable[[Any, str], Mapping[str, Any]]
+                ) -> Callable[[Sequence[str]], None]:
+  """The ``main`` of a study whose ``run_study(config, workdir)`` returns a
+  ``'report'``: logs to the workdir, prints the report and the time."""
+
+  def main(argv: Sequence[str]) -> None:
+    del argv
+    path = workdir()
+    setup_logging(path)
+    start = time.time()
+    results = run_study(config(), path)
+    print(results["report"])
+    print(f"({time.time() - start:.0f} s; {path})")
+
+  return main

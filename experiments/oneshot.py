@@ -364,16 +364,6 @@ def _plot(summary: Sequence[dict[str, Any]], quality: str, path: str) -> str:
   return study.save_figure(fig, axes, path, legend_size=6)
 
 
-def main(argv: Sequence[str]) -> None:
-  del argv
-  workdir = cli.workdir()
-  cli.setup_logging(workdir)
-  start = time.time()
-  results = run_study(cli.config(), workdir)
-  print(results["report"])
-  print(f"({time.time() - start:.0f} s; {workdir})")
-
-
 if __name__ == "__main__":
   cli.define_flags("One-shot pruning config.", workdir="Where it writes.")
-  app.run(main)
+  app.run(cli.report_main(run_study))

@@ -301,16 +301,6 @@ def _plot(config, records, path):
   return study.save_figure(fig, axes, path, legend_size=7)
 
 
-def main(argv: Sequence[str]) -> None:
-  del argv
-  workdir = cli.workdir()
-  cli.setup_logging(workdir)
-  start = time.time()
-  results = run_study(cli.config(), workdir)
-  print(results["report"])
-  print(f"({time.time() - start:.0f} s; {workdir})")
-
-
 if __name__ == "__main__":
   cli.define_flags("ZIP study config.", workdir="Where it writes.")
-  cli.run(main)
+  cli.run(cli.report_main(run_study))
