@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 import inspect
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -69,63 +69,71 @@ def concept_groups(dataset: Mapping[str, Any], k: int,
   return concept_data.concept_groups(k, group_size).tolist()
 
 
-def _predictions(run_config, params, splits):
-  model = builders.build_model(run_config["model"],
-                               splits["test"].num_classes)
-  out = {}
-  for name, ds in splits.items():
-    classes, concepts = concept_data.split_concept_labels(ds.labels)
-    logits, class_logits = cbm.predict_concepts(model, {"params": params},
-                                                ds.images)
-    out[name] = (logits, concepts, classes, class_logits)
-  return model, out
+class _Trained(NamedTuple):
+  """A trained run and its test-split predictions."""
+
+  metrics: dict[str, float]
+  seconds: float
+  model: Any
+  params: Any
+  logits: np.ndarray  # concept logits (N, k)
+  concepts: np.ndarray
+  classes: np.ndarray
+  low: Any  # corrections to 0 / 1 (replacement_values)
+  high: Any
 
 
-def _replacements(model, predictions, percentiles_of):
-  source = predictions["train" if percentiles_of == "train" else "test"][0]
-  low, high = cbm.replacement_values(model.bottleneck, source)
-  return np.asarray(low), np.asarray(high)
-
-
-def _train(run, run_dir):
+def _train_and_predict(run, run_dir, config) -> _Trained:
+  """Trains (or restores) the run, predicts the test split's concepts and
+  derives the corrections; the training split is predicted only when the
+  soft bottleneck takes its percentiles from it."""
   start = time.time()
   metrics, state = loop.train_and_evaluate(run.config, run_dir,
                                            return_state=True)
-  return metrics, state.params, time.time() - start
+  seconds = time.time() - start
+  test = split_of(run.config["dataset"], "test")
+  model = builders.build_model(run.config["model"], test.num_classes)
+
+  def predict(ds):
+    classes, concepts = concept_data.split_concept_labels(ds.labels)
+    logits, _ = cbm.predict_concepts(model, {"params": state.params},
+                                     ds.images)
+    return logits, concepts, classes
+
+  logits, concepts, classes = predict(test)
+  source = None
+  if model.bottleneck == "soft":
+    source = (predict(split_of(run.config["dataset"], "train"))[0]
+              if config.percentiles_of == "train" else logits)
+  low, high = cbm.replacement_values(model.bottleneck, source)
+  return _Trained(metrics, seconds, model, state.params, logits, concepts,
+                  classes, np.asarray(low), np.asarray(high))
 
 
 def _intervention_record(run, run_dir, config):
-  metrics, params, seconds = _train(run, run_dir)
-  splits = {s: split_of(run.config["dataset"], s) for s in ("train", "test")}
-  model, pred = _predictions(run.config, params, splits)
-  low, high = _replacements(model, pred, config.percentiles_of)
-  logits, concepts, classes, _ = pred["test"]
-  k = concepts.shape[1]
+  t = _train_and_predict(run, run_dir, config)
+  k = t.concepts.shape[1]
   groups = concept_groups(run.config["dataset"], k, config.group_size)
   curves = {}
   for level, level_groups in (("individual", None), ("group", groups)):
     for budget in cbm.BUDGETS:
       for criterion in config.criteria:
         curves[f"{level}/{budget}/{criterion}"] = cbm.intervention_curve(
-            model, params, logits, concepts, classes, criterion=criterion,
-            low=low, high=high, groups=level_groups, budget=budget,
-            seed=run.seed).tolist()
-  return {**run.tags, **metrics, "train_s": round(seconds, 1),
+            t.model, t.params, t.logits, t.concepts, t.classes,
+            criterion=criterion, low=t.low, high=t.high,
+            groups=level_groups, budget=budget, seed=run.seed).tolist()
+  return {**run.tags, **t.metrics, "train_s": round(t.seconds, 1),
           "curves": curves}
 
 
 def _noise_record(run, run_dir, config, workdir):
-  metrics, params, seconds = _train(run, run_dir)
-  splits = {s: split_of(run.config["dataset"], s) for s in ("train", "test")}
-  model, pred = _predictions(run.config, params, splits)
-  low, high = _replacements(model, pred, config.percentiles_of)
-  logits, concepts, classes, _ = pred["test"]
-  per_concept = cbm.per_concept_accuracy(logits, concepts)
+  t = _train_and_predict(run, run_dir, config)
+  per_concept = cbm.per_concept_accuracy(t.logits, t.concepts)
   curves = {c: cbm.intervention_curve(
-      model, params, logits, concepts, classes, criterion=c, low=low,
-      high=high, max_steps=config.gain_steps, seed=run.seed).tolist()
-            for c in config.noise_criteria}
-  record = {**run.tags, **metrics, "train_s": round(seconds, 1),
+      t.model, t.params, t.logits, t.concepts, t.classes, criterion=c,
+      low=t.low, high=t.high, max_steps=config.gain_steps,
+      seed=run.seed).tolist() for c in config.noise_criteria}
+  record = {**run.tags, **t.metrics, "train_s": round(t.seconds, 1),
             "per_concept_accuracy": per_concept.tolist(), "curves": curves}
   clean = study.load_record(os.path.join(
       workdir, f"noise_0/{run.tags['optimizer']}", f"seed_{run.seed}",
@@ -134,8 +142,8 @@ def _noise_record(run, run_dir, config, workdir):
     flags = cbm.susceptibility(clean["per_concept_accuracy"], per_concept)
     total_drop = float(np.sum(flags.drop))
     explained = analysis.explained_fraction(
-        model, params, logits, concepts, classes, flags.flagged,
-        clean_accuracy=clean["accuracy"], low=low, high=high)
+        t.model, t.params, t.logits, t.concepts, t.classes, flags.flagged,
+        clean_accuracy=clean["accuracy"], low=t.low, high=t.high)
     record["susceptibility"] = {
         "flagged": int(flags.flagged.sum()),
         "mean_drop": flags.mean_drop,
