@@ -15,7 +15,9 @@ picks them). Every method sees only loss values, counted by the box, up to
 ``eval_every`` queries (evaluation is not charged).
 
 Methods (``config.methods``; all with ``q`` directions per step and the
-same smoothing / step-size schedules unless said):
+schedules ``a / (k + 1)^0.4``, ``c / k^0.1``; ZIP and its variants at
+``zip_learning_rate``, ``zip_smoothing``, the ZO baselines at
+``learning_rate``, ``smoothing``):
 
 * ``zip``: ZIP's low-rank, feature-shared prompt (``ZipPrompt``), two-sided
   SPSA with ``|u_i| ~ U[0.5, 1]``, intrinsic clipping at ``sqrt(N)``, SGD.
@@ -96,6 +98,22 @@ def method_spec(name: str, config: Any) -> dict[str, Any]:
   return spec
 
 
+def _step_sizes(name: str, config: Any) -> tuple[float, float]:
+  """``(a, c)`` of the step-size and smoothing schedules of a method."""
+  if name.startswith("zip"):
+    return config.zip_learning_rate, config.zip_smoothing
+  return config.learning_rate, config.smoothing
+
+
+def _run_config(name: str, config: Any) -> ml_collections.ConfigDict:
+  """The keys a method's record depends on (the baselines ignore ZIP's
+  own step sizes, so their records survive a change of those)."""
+  keys = {k: v for k, v in config.to_dict().items()
+          if k not in ("methods", "seeds")
+          and not (k.startswith("zip_") and not name.startswith("zip"))}
+  return ml_collections.ConfigDict(keys)
+
+
 def _prompt(config, spec, task) -> zo.ZipPrompt:
   num_tokens, width = task.init_prompt.shape
   options = dict(num_tokens=num_tokens, width=width,
@@ -127,16 +145,17 @@ def run_method(name: str, seed: int, task: vlm.PromptTask,
     params, curve = _run_cma_es(box, prompt_fn, params, task, config, seed,
                                 curve)
   else:
+    learning_rate, smoothing = _step_sizes(name, config)
     parts = [zo.zeroth_order_gradient(
         spec["estimator"], config.num_directions,
-        zo.zip_smoothing(config.smoothing, 0.1),
+        zo.zip_smoothing(smoothing, 0.1),
         spsa_range=spec["spsa_range"], budget=config.budget, seed=seed)]
     if spec["clip"] == "intrinsic":
       parts.append(zo.intrinsic_clip())
     elif spec["clip"] is not None:
       parts.append(optax.clip_by_global_norm(
           spec["clip"] * math.sqrt(zo.num_numbers(params))))
-    lr = zo.zip_learning_rate(config.learning_rate, 0.4)
+    lr = zo.zip_learning_rate(learning_rate, 0.4)
     parts.append(optax.sgd(lr, momentum=spec["momentum"],
                            nesterov=spec["momentum"] is not None))
     tx = optax.chain(*parts)
@@ -232,10 +251,8 @@ def run_study(config: Any, workdir: str,
           text=text, image_params=image_params)[0]
     return tasks[seed]
 
-  run_config = {k: v for k, v in config.to_dict().items()
-                if k not in ("methods", "seeds")}
   runs = [study.Run(study.Variant(m, tags={"method": m}), int(s),
-                    ml_collections.ConfigDict(run_config))
+                    _run_config(m, config))
           for s in config.seeds for m in config.methods]
 
   def fn(run, run_dir, stale):

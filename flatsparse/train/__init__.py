@@ -1,11 +1,12 @@
 """Training platform: state, generic steps, checkpoints, metrics, the loop.
 
 Importing it registers the built-in tasks (``classification``,
-``language_modeling``, ``concept_bottleneck``).
+``language_modeling``, ``concept_bottleneck``, ``distillation``).
 """
 
 from flatsparse.train import concept_bottleneck
 from flatsparse.train import config_schema
+from flatsparse.train import distillation
 from flatsparse.train import faults
 from flatsparse.train import language_modeling
 from flatsparse.train import methods
@@ -33,6 +34,7 @@ from flatsparse.train.metrics import MetricWriter
 from flatsparse.train.metrics import Progress
 from flatsparse.train.metrics import read_metrics
 from flatsparse.train.metrics import sparsity_scalars
+from flatsparse.train.restore import restore_trained
 from flatsparse.train.sharpness import sharpness
 from flatsparse.train.state import create_train_state
 from flatsparse.train.state import TrainState
@@ -47,6 +49,7 @@ __all__ = [
     "build_optimizer", "MODELS", "methods", "tasks", "Method", "MethodPart",
     "FinalizeContext", "register_method_part", "Task", "Classification",
     "LanguageModeling", "language_modeling", "concept_bottleneck",
+    "distillation", "restore_trained",
     "register_task",
     "OPTIMIZERS",
     "register_model", "register_optimizer", "Checkpointer", "config_schema",

@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from flatsparse import cbm
+from flatsparse import distill
 from flatsparse import flatness
 from flatsparse import models
 from flatsparse import rng
@@ -90,6 +91,35 @@ def concept_bottleneck(num_classes: int, num_concepts: int,
 
 
 MODELS["concept_bottleneck"] = concept_bottleneck
+
+
+def distillation(num_classes: int, student: Mapping[str, Any],
+                 teacher_workdir: str | None = None,
+                 teacher: Mapping[str, Any] | None = None,
+                 keep_ratio: float = 0.5, selection: str = "student",
+                 temperature: float = 1.0, alpha: float = 0.5,
+                 kind: str = "soft") -> nn.Module:
+  """A :class:`flatsparse.distill.Distiller` (the ``distillation`` task's
+  model): ``student`` is a model section; the teacher is the model of the
+  run in ``teacher_workdir`` (its weights: the task's frozen variables), or
+  the model section ``teacher`` when the caller brings the weights."""
+  student = {k: v for k, v in _as_dict(student).items() if v is not None}
+  if teacher_workdir is not None:
+    from flatsparse.train import restore  # pylint: disable=g-import-not-at-top
+    teacher_model = restore.model_of_workdir(teacher_workdir)
+  elif teacher is not None:
+    teacher = {k: v for k, v in _as_dict(teacher).items() if v is not None}
+    teacher_model = build_model(teacher, num_classes)
+  else:
+    raise ValueError("model.teacher_workdir (a trained run's workdir) or "
+                     "model.teacher (a model section) is required.")
+  return distill.Distiller(
+      build_model(student, num_classes), teacher_model,
+      teacher_workdir=teacher_workdir, keep_ratio=keep_ratio,
+      selection=selection, temperature=temperature, alpha=alpha, kind=kind)
+
+
+MODELS["distillation"] = distillation
 
 def sgd(learning_rate: Any, momentum: float | None = None,
         nesterov: bool = False, weight_decay: float = 0.0

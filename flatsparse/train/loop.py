@@ -49,6 +49,7 @@ Preempted = faults.Preempted
 
 __all__ = ["REQUIRED_KEYS", "OPTIONAL_KEYS", "validate_config",
            "train_and_evaluate", "evaluate", "make_loader", "data_mesh",
+           "build_run",
            "place_batch", "Preempted",
            "NonFiniteLossError", "NONFINITE_LAG"]
 
@@ -163,6 +164,23 @@ def evaluate(eval_step, state: state_lib.TrainState,
   return task.eval_metrics(sums)
 
 
+def build_run(cfg: Mapping[str, Any]) -> tuple[
+    tasks_lib.Task, Any, Any, methods_lib.Method, state_lib.TrainState]:
+  """``(task, loader, model, method, initial state)`` of a validated config
+  (:func:`validate_config`), as a run builds them."""
+  task = tasks_lib.get_task(cfg["task"])
+  loader, _ = make_loader(cfg["dataset"], cfg["batch_size"])
+  model = builders.build_model(cfg["model"],
+                               task.num_outputs(loader.num_classes))
+  method = builders.build_method(
+      cfg["optimizer"], cfg["steps"],
+      {name: cfg[name] for name in methods_lib.METHOD_PARTS}, seed=cfg["seed"])
+  state = state_lib.create_train_state(
+      model, method.tx, jnp.asarray(task.model_inputs(loader.example_batch())),
+      cfg["seed"], frozen=task.frozen_variables(model))
+  return task, loader, model, method, state
+
+
 def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False,
                        allow_config_change: bool = False
                        ) -> dict[str, float] | tuple[dict[str, float], Any]:
@@ -205,16 +223,7 @@ def _train_and_evaluate(config: Any, workdir: str, return_state: bool,
   config_changes = faults.check_config_change(workdir, config,
                                               allow_config_change)
   writer = metrics_lib.MetricWriter(workdir)
-  task = tasks_lib.get_task(cfg["task"])
-  loader, _ = make_loader(cfg["dataset"], cfg["batch_size"])
-  model = builders.build_model(cfg["model"],
-                               task.num_outputs(loader.num_classes))
-  method = builders.build_method(
-      cfg["optimizer"], cfg["steps"],
-      {name: cfg[name] for name in methods_lib.METHOD_PARTS}, seed=cfg["seed"])
-  state = state_lib.create_train_state(
-      model, method.tx, jnp.asarray(task.model_inputs(loader.example_batch())),
-      cfg["seed"])
+  task, loader, model, method, state = build_run(cfg)
   mesh = data_mesh(cfg["data_parallel"], cfg["batch_size"])
   eval_batch_size = cfg["eval_batch_size"]
   if mesh is not None:

@@ -1,7 +1,9 @@
-"""Train state: parameters, BatchNorm statistics, optimizer state, step, rng."""
+"""Train state: parameters, BatchNorm statistics, optimizer state, step, rng,
+and the frozen variables a task reads but never trains (a teacher)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -24,6 +26,10 @@ class TrainState:
     batch_stats: BatchNorm running statistics (``{}`` for models without).
     opt_state: the optax state (masks of sparsity wrappers live here).
     rng: uint32[2] base key; step ``t`` uses ``fold_in(rng, t)`` (dropout).
+    frozen: ``{collection: variables}`` the task's forward reads beside
+      ``params`` and never changes (``{}`` by default; a distillation
+      task's teacher: ``Task.frozen_variables``). No gradient, no
+      optimizer state; checkpointed with the rest.
   """
 
   step: jax.Array
@@ -31,6 +37,7 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   rng: jax.Array
+  frozen: Any = dataclasses.field(default_factory=dict)
 
 
 def compiled_init(model: nn.Module) -> Any:
@@ -52,11 +59,14 @@ def _compiled_init(model: nn.Module) -> Any:
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
-                       sample_input: jax.Array, seed: int) -> TrainState:
-  """Initializes parameters (and batch statistics) and the optimizer state."""
+                       sample_input: jax.Array, seed: int,
+                       frozen: dict[str, Any] | None = None) -> TrainState:
+  """Initializes parameters (and batch statistics) and the optimizer state;
+  ``frozen`` is kept as given (see :class:`TrainState`)."""
   init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
   variables = compiled_init(model)(init_key, sample_input)
   params = variables["params"]
   return TrainState(step=jnp.zeros([], jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}),
-                    opt_state=tx.init(params), rng=rng)
+                    opt_state=tx.init(params), rng=rng,
+                    frozen=dict(frozen or {}))

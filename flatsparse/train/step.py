@@ -44,18 +44,19 @@ EVAL_MASK_KEY = "mask"
 cross_entropy = tasks_lib.cross_entropy
 
 
-def _variables(params: Any, batch_stats: Any) -> dict[str, Any]:
-  variables = {"params": params}
+def _variables(params: Any, batch_stats: Any, frozen: Any = None
+               ) -> dict[str, Any]:
+  variables = {**(frozen or {}), "params": params}
   if batch_stats:
     variables["batch_stats"] = batch_stats
   return variables
 
 
 def _forward(task: tasks_lib.Task, model: nn.Module, params: Any,
-             batch_stats: Any, batch: Batch, rng: jax.Array, train: bool
-             ) -> tuple[Any, Any]:
+             batch_stats: Any, batch: Batch, rng: jax.Array, train: bool,
+             frozen: Any = None) -> tuple[Any, Any]:
   """Outputs and (in train mode) the updated batch statistics."""
-  variables = _variables(params, batch_stats)
+  variables = _variables(params, batch_stats, frozen)
   if train and batch_stats:
     outputs, updated = task.forward(model, variables, batch, train=True,
                                     rng=rng, mutable=["batch_stats"])
@@ -105,21 +106,23 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
   task = tasks_lib.Classification() if task is None else task
   tx = optax.with_extra_args_support(tx)
 
-  def loss_fn(params, batch_stats, batch, rng):
+  def loss_fn(params, batch_stats, batch, rng, frozen):
     outputs, new_stats = _forward(task, model, params, batch_stats, batch,
-                                  rng, True)
+                                  rng, True, frozen)
     return task.loss(outputs, batch), (new_stats, outputs)
 
   def grads_of(state: TrainState, batch: Batch, rng):
     if accum_steps == 1:
       (loss, (stats, outputs)), grads = jax.value_and_grad(
-          loss_fn, has_aux=True)(state.params, state.batch_stats, batch, rng)
+          loss_fn, has_aux=True)(state.params, state.batch_stats, batch, rng,
+                                 state.frozen)
       return loss, stats, outputs, grads
 
     def micro(carry, micro_batch):
       stats, grads_sum, loss_sum = carry
       (loss, (stats, outputs)), grads = jax.value_and_grad(
-          loss_fn, has_aux=True)(state.params, stats, micro_batch, rng)
+          loss_fn, has_aux=True)(state.params, stats, micro_batch, rng,
+                                 state.frozen)
       grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
       return (stats, grads_sum, loss_sum + loss), outputs
 
@@ -139,7 +142,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
 
     def value_fn(params):
       # Same batch, rng and the pre-step statistics; the result is discarded.
-      return loss_fn(params, state.batch_stats, batch, rng)[0]
+      return loss_fn(params, state.batch_stats, batch, rng, state.frozen)[0]
 
     extra = {} if mask_update is None else {"mask_update": mask_update}
     if sub_batches > 1:
@@ -148,7 +151,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       def sub_batch_value_fn(params, i):
         # The i-th equal sub-batch; same rng and pre-step statistics.
         return loss_fn(params, state.batch_stats,
-                       jax.tree.map(lambda x: x[i], parts), rng)[0]
+                       jax.tree.map(lambda x: x[i], parts), rng,
+                       state.frozen)[0]
 
       sub_batch_value_fn.sub_batches = sub_batches  # checked by sam
       extra["sub_batch_value_fn"] = sub_batch_value_fn
@@ -158,7 +162,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       # transforms that call it.
       return feature_norms_during(
           lambda: task.forward(
-              model, {"params": params, "batch_stats": state.batch_stats},
+              model, {**_variables(params, None, state.frozen),
+                      "batch_stats": state.batch_stats},
               batch, train=True, rng=rng, mutable=["batch_stats"]), params)
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params,
@@ -185,7 +190,7 @@ def make_eval_step(model: nn.Module, task: tasks_lib.Task | None = None
 
   def step(state: TrainState, batch: Batch) -> dict:
     outputs, _ = _forward(task, model, state.params, state.batch_stats, batch,
-                          state.rng, False)
+                          state.rng, False, state.frozen)
     if EVAL_MASK_KEY in batch:
       weights = batch[EVAL_MASK_KEY]
     else:

@@ -75,6 +75,13 @@ class Task:
     return model.apply(variables, self.model_inputs(batch), train=train,
                        mutable=mutable, rngs={"dropout": rng})
 
+  def frozen_variables(self, model: nn.Module) -> dict[str, Any]:
+    """``{collection: variables}`` the forward reads and never trains (kept
+    in ``TrainState.frozen``, passed in ``variables`` beside ``params``);
+    ``{}`` by default, a distillation task's teacher."""
+    del model
+    return {}
+
   def loss(self, outputs: Any, batch: Batch) -> jax.Array:
     """The scalar training loss (float32) of a train-mode forward pass."""
     raise NotImplementedError

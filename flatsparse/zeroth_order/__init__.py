@@ -6,7 +6,8 @@
   budget), ``queries_used``, ZIP's schedules ``zip_smoothing`` and
   ``zip_learning_rate``.
 * ZIP: ``ZipPrompt`` (low rank with feature sharing, fixed random
-  projections) and ``intrinsic_clip`` (clip at ``sqrt(N)``).
+  projections: dense, shared, or the reference's structured fastfood map
+  over ``walsh_hadamard``) and ``intrinsic_clip`` (clip at ``sqrt(N)``).
 """
 
 from flatsparse.zeroth_order.estimators import ESTIMATORS
@@ -19,10 +20,12 @@ from flatsparse.zeroth_order.estimators import zip_smoothing
 from flatsparse.zeroth_order.zip_prompt import intrinsic_clip
 from flatsparse.zeroth_order.zip_prompt import num_numbers
 from flatsparse.zeroth_order.zip_prompt import PROJECTIONS
+from flatsparse.zeroth_order.zip_prompt import walsh_hadamard
 from flatsparse.zeroth_order.zip_prompt import ZipPrompt
 
 __all__ = [
     "ESTIMATORS", "PROJECTIONS", "ZerothOrderState", "ZipPrompt",
     "intrinsic_clip", "num_numbers", "queries_per_step", "queries_used",
-    "zeroth_order_gradient", "zip_learning_rate", "zip_smoothing",
+    "walsh_hadamard", "zeroth_order_gradient", "zip_learning_rate",
+    "zip_smoothing",
 ]

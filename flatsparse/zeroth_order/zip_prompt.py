@@ -8,17 +8,25 @@ space of width ``d`` as::
 with ``U`` (T x r), ``s`` (r), ``V`` (d x r) and ``v_shared`` (d) trained,
 and each token mapped to the model's token width ``D`` by a fixed random
 projection: ``prompt_t = base_t + Z_t A_t`` with ``A_t`` (d x D) entries
-``N(0, scale^2 / d)`` (``projection='per_token'``, the issue's reading of
-ZIP) or one ``A`` for every token (``'shared'``, Black-Box Tuning's; ``T``
-times less memory for wide models). ZIP's reference: ``T = 8``, ``r = 5``,
+``N(0, scale^2 / d)`` (``projection='per_token'``, dense) or one ``A`` for
+every token (``'shared'``, Black-Box Tuning's; ``T`` times less memory), or
+a structured map per token (``'fastfood'``, what ZIP's reference code uses:
+``A_t z = scale * H G Pi H B [z; 0] / (||g|| sqrt(D))``, first ``D`` of
+``L = 2^ceil(log2 max(d, D))`` entries, ``H`` the Walsh-Hadamard transform,
+``B`` random signs, ``Pi`` a permutation, ``G = diag(g)`` Gaussian: norm
+preserving in expectation, ``O(L log L)`` time and ``O(L)`` memory per token,
+for wide models). ZIP's reference: ``T = 8``, ``r = 5``,
 ``d = 62``: ``8*5 + 5 + 62*5 + 62 = 417`` trained numbers. Ablations:
 ``low_rank=False`` trains ``Z`` itself (``T * d``), ``feature_sharing=False``
 drops ``v_shared``.
 
-Initialization: ``U`` and ``V`` random ``N(0, 1/r)``, ``s = 0`` and
-``v_shared = 0``, so the prompt starts at ``base`` and every factor gets a
-nonzero directional derivative through ``s`` (with ``U = V = 0`` the product
-would be flat in ``U`` and ``V``).
+Initialization (ZIP's reference code; the paper does not state one):
+``U = 0``, ``s = 1``, ``V ~ N(0, 1)`` and ``v_shared = 0``, so the prompt
+starts at ``base`` and the first steps move ``U`` along the columns of a
+unit-variance ``V`` (norm ``~sqrt(d)``): the estimate's first directions are
+``T * r`` well-scaled ones, not ``r`` directions through ``s``. (A start at
+``s = 0`` with random ``U``, ``V`` lets only ``s`` and ``v_shared`` act at
+first; measured: ZIP last of four methods at 5,000 queries, BENCHMARKS.md.)
 
 **Intrinsic-dimensional clipping** (:func:`intrinsic_clip`): the estimate's
 global norm is clipped at ``sqrt(N)``, ``N`` the number of trained numbers
@@ -44,9 +52,10 @@ import optax
 
 from flatsparse import validation
 
-__all__ = ["ZipPrompt", "PROJECTIONS", "intrinsic_clip", "num_numbers"]
+__all__ = ["ZipPrompt", "PROJECTIONS", "intrinsic_clip", "num_numbers",
+           "walsh_hadamard"]
 
-PROJECTIONS = ("per_token", "shared")
+PROJECTIONS = ("per_token", "shared", "fastfood")
 
 
 def num_numbers(tree: Any) -> int:
@@ -65,8 +74,9 @@ class ZipPrompt:
     intrinsic_dim: ``d``.
     low_rank: train ``U diag(s) V^T`` (else ``Z`` itself).
     feature_sharing: add ``1 v_shared^T``.
-    projection: ``'per_token'`` or ``'shared'``.
-    scale: the projection's entries are ``N(0, scale^2 / d)``.
+    projection: ``'per_token'``, ``'shared'`` or ``'fastfood'``.
+    scale: the dense projections' entries are ``N(0, scale^2 / d)``; the
+      fastfood map multiplies by ``scale``.
     seed: the projection's (fixed) seed.
   """
 
@@ -89,10 +99,22 @@ class ZipPrompt:
                        f"{self.num_tokens}, intrinsic_dim "
                        f"{self.intrinsic_dim}).")
 
-  def projection_matrices(self) -> jax.Array:
-    """``(T or 1, d, D)`` float32, fixed by ``seed``."""
-    count = self.num_tokens if self.projection == "per_token" else 1
+  def projection_matrices(self) -> Any:
+    """The fixed projections (by ``seed``): ``(T or 1, d, D)`` float32 for
+    the dense kinds; for ``'fastfood'`` a dict of ``(T, L)`` arrays
+    ``signs``, ``permutation`` and ``gaussian`` (pass either to
+    ``__call__``)."""
     rng = np.random.default_rng(self.seed)
+    if self.projection == "fastfood":
+      size = 1 << (max(self.intrinsic_dim, self.width) - 1).bit_length()
+      t = self.num_tokens
+      return {"signs": jnp.asarray(rng.choice([-1.0, 1.0], (t, size)),
+                                   jnp.float32),
+              "permutation": jnp.asarray(np.stack(
+                  [rng.permutation(size) for _ in range(t)]), jnp.int32),
+              "gaussian": jnp.asarray(rng.normal(size=(t, size)),
+                                      jnp.float32)}
+    count = self.num_tokens if self.projection == "per_token" else 1
     a = rng.normal(0.0, self.scale / math.sqrt(self.intrinsic_dim),
                    (count, self.intrinsic_dim, self.width))
     return jnp.asarray(a, jnp.float32)
@@ -103,9 +125,9 @@ class ZipPrompt:
     t, d, r = self.num_tokens, self.intrinsic_dim, self.rank
     params = {}
     if self.low_rank:
-      params["u"] = rng.normal(0.0, 1.0 / math.sqrt(r), (t, r))
-      params["s"] = np.zeros(r)
-      params["v"] = rng.normal(0.0, 1.0 / math.sqrt(r), (d, r))
+      params["u"] = np.zeros((t, r))
+      params["s"] = np.ones(r)
+      params["v"] = rng.normal(0.0, 1.0, (d, r))
     else:
       params["z"] = np.zeros((t, d))
     if self.feature_sharing:
@@ -133,8 +155,14 @@ class ZipPrompt:
       base: ``(T, D)`` the prompt at ``Z = 0`` (None: zeros).
     """
     z = self.intrinsic(params)
-    a = jnp.broadcast_to(projections, (self.num_tokens, *projections.shape[1:]))
-    prompt = jnp.einsum("td,tdw->tw", z, a.astype(z.dtype))
+    if self.projection == "fastfood":
+      prompt = self.scale * jax.vmap(_fastfood, (0, 0, 0, 0, None))(
+          z, projections["signs"], projections["permutation"],
+          projections["gaussian"], self.width)
+    else:
+      a = jnp.broadcast_to(projections,
+                           (self.num_tokens, *projections.shape[1:]))
+      prompt = jnp.einsum("td,tdw->tw", z, a.astype(z.dtype))
     if base is not None:
       base = jnp.asarray(base)
       if base.shape != prompt.shape:
@@ -142,6 +170,31 @@ class ZipPrompt:
                          f"got {base.shape}.")
       prompt = prompt + base
     return prompt
+
+
+def walsh_hadamard(x: jax.Array) -> jax.Array:
+  """The unnormalized Walsh-Hadamard transform of a length-``2^k`` vector
+  (``H x`` with ``H = [[1, 1], [1, -1]]^(x k)``), in ``k`` butterflies."""
+  size = x.shape[-1]
+  if size & (size - 1):
+    raise ValueError(f"length {size} is not a power of two.")
+  h = 1
+  while h < size:
+    x = x.reshape(-1, size // (2 * h), 2, h)
+    x = jnp.stack([x[:, :, 0] + x[:, :, 1], x[:, :, 0] - x[:, :, 1]], axis=2)
+    h *= 2
+  return x.reshape(size)
+
+
+def _fastfood(z: jax.Array, signs: jax.Array, permutation: jax.Array,
+              gaussian: jax.Array, width: int) -> jax.Array:
+  """One token's fastfood map (module docstring) from ``d`` to ``width``."""
+  size = signs.shape[0]
+  x = jnp.zeros(size, z.dtype).at[:z.shape[0]].set(z) * signs
+  x = walsh_hadamard(x)[permutation] * gaussian
+  x = walsh_hadamard(x)[:width]
+  # ||H G Pi H B z|| ~ L ||g|| ||z|| / sqrt(L); keeping D of L entries.
+  return x / (jnp.linalg.norm(gaussian) * jnp.sqrt(jnp.float32(width)))
 
 
 def intrinsic_clip() -> optax.GradientTransformation:

@@ -306,8 +306,10 @@ def test_vit_tiny_forward_attention_rows_sum_to_one():
     np.testing.assert_allclose(m.sum(-1), 1.0, rtol=1e-5, atol=1e-5)
   # The class-token row of the last layer (what MaskedKD reads).
   assert maps[-1][:, :, 0, 1:].shape == (3, 2, 16)
+  # Without maps every layer runs fused: the same logits within float
+  # tolerance.
   np.testing.assert_allclose(
-    model.apply(variables, x), logits, rtol=1e-6, atol=1e-6
+    model.apply(variables, x), logits, rtol=1e-4, atol=1e-4
   )
   # Logits depend on the input.
   assert not np.allclose(model.apply(variables, x + 1.0), logits)

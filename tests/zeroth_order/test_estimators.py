@@ -1,12 +1,15 @@
 """Zeroth-order estimators: unbiasedness, variance, queries, budget,
 conformance; ZIP's reparameterization and clipping."""
 
+import dataclasses
+
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.linalg
 
 from flatsparse import zeroth_order as zo
 
@@ -161,8 +164,12 @@ def test_zip_parameter_count_shapes_and_start():
   assert zo.num_numbers(zo.ZipPrompt(feature_sharing=False).init()) == 355
   base = jnp.ones((8, 384))
   out = prompt(params, prompt.projection_matrices(), base)
-  np.testing.assert_array_equal(out, base)  # s = 0, shared = 0
-  params = {**params, "s": jnp.ones(5), "shared": jnp.ones(62)}
+  np.testing.assert_array_equal(out, base)  # U = 0, shared = 0
+  # The reference code's start: U = 0, s = 1, V ~ N(0, 1).
+  np.testing.assert_array_equal(params["u"], 0.0)
+  np.testing.assert_array_equal(params["s"], 1.0)
+  assert 0.8 < float(jnp.std(params["v"])) < 1.2
+  params = {**params, "u": jnp.ones((8, 5)), "shared": jnp.ones(62)}
   z = (params["u"] * params["s"]) @ params["v"].T + 1.0
   a = prompt.projection_matrices()
   np.testing.assert_allclose(prompt(params, a), np.einsum("td,tdw->tw", z, a),
@@ -173,6 +180,32 @@ def test_zip_parameter_count_shapes_and_start():
     prompt(params, a, jnp.ones((8, 10)))
   with pytest.raises(ValueError, match="rank 9 is above"):
     zo.ZipPrompt(rank=9)
+
+
+def test_walsh_hadamard_and_the_fastfood_projection():
+  x = np.random.default_rng(0).normal(size=8)
+  np.testing.assert_allclose(zo.walsh_hadamard(jnp.asarray(x)),
+                             scipy.linalg.hadamard(8) @ x, rtol=1e-5,
+                             atol=1e-5)
+  with pytest.raises(ValueError, match="length 6 is not a power of two"):
+    zo.walsh_hadamard(jnp.ones(6))
+  prompt = zo.ZipPrompt(num_tokens=3, width=40, rank=2, intrinsic_dim=10,
+                        projection="fastfood")
+  maps = prompt.projection_matrices()
+  assert maps["signs"].shape == (3, 64)  # 2^ceil(log2 40)
+  # A linear map per token: the same as its matrix (built from the basis),
+  # and norm-preserving on average (the reference's normalization).
+  params = {"z": jnp.asarray(np.random.default_rng(1).normal(size=(3, 10)),
+                             jnp.float32), "shared": jnp.zeros(10)}
+  prompt = dataclasses.replace(prompt, low_rank=False)
+  out = prompt(params, maps)
+  basis = jax.vmap(lambda e: prompt({"z": jnp.broadcast_to(e, (3, 10)),
+                                      "shared": jnp.zeros(10)}, maps))(
+                                          jnp.eye(10))  # (10, 3, 40)
+  np.testing.assert_allclose(out, jnp.einsum("td,dtw->tw", params["z"],
+                                             basis), rtol=1e-4, atol=1e-5)
+  norms = jnp.sum(basis ** 2, axis=-1)  # ||A_t e_i||^2
+  assert 0.8 < float(jnp.mean(norms)) < 1.2
 
 
 def test_intrinsic_clip_at_sqrt_n():
