@@ -4,10 +4,13 @@ students distilled from its checkpoint, the costs and the report."""
 import json
 import os
 
+import pytest
+
 from configs import maskedkd_fashion_mnist
 from experiments import maskedkd
 
 
+@pytest.mark.slow  # 100 s; tests/distill/test_training.py is the fast one
 def test_maskedkd_study_learns_and_reports(tmp_path):
   config = maskedkd_fashion_mnist.get_config("tiny")
   config.timing_repeats = 1
