@@ -633,6 +633,46 @@ class Script:
     return finish(result, start, args.json_out)
 
 
+@dataclasses.dataclass(frozen=True)
+class Start:
+  """What a hand-written script's ``main`` fixes first (:func:`begin`).
+
+  Attributes:
+    args: The parsed flags.
+    time: ``time.perf_counter()`` at the start (for :func:`finish`).
+    load: The machine's 1-minute load average at the start.
+    on_cpu: Whether jax runs on a CPU.
+    steps: ``args.steps``, else the platform's default.
+  """
+
+  args: argparse.Namespace
+  time: float
+  load: float
+  on_cpu: bool
+  steps: int
+
+  def load_average(self) -> dict[str, float]:
+    """``{'start', 'end'}``: the 1-minute load average at the start and now
+    (other jobs make noise)."""
+    return {"start": round(self.load, 2), "end": round(os.getloadavg()[0], 2)}
+
+
+def begin(
+  args: argparse.Namespace, cpu_steps: int = 3, accelerator_steps: int = 20
+) -> Start:
+  """The start of a script whose ``main`` is not :meth:`Script.run`: the
+  clock, the load average, the platform and the steps per round
+  (``args.steps`` unless None)."""
+  on_cpu = jax.devices()[0].platform == "cpu"
+  return Start(
+    args,
+    time.perf_counter(),
+    os.getloadavg()[0],
+    on_cpu,
+    args.steps or (cpu_steps if on_cpu else accelerator_steps),
+  )
+
+
 # ---- output and diagnostics --------------------------------------------------
 
 

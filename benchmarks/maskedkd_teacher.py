@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-import os
-import time
 from typing import Any
 
 import jax
@@ -211,11 +209,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the benchmark; prints and returns the result object."""
-  args = parse_args(argv)
-  start = time.perf_counter()
-  load_start = os.getloadavg()[0]
-  on_cpu = jax.devices()[0].platform == "cpu"
-  steps = args.steps or (3 if on_cpu else 20)
+  run = common.begin(parse_args(argv))
+  args, on_cpu, steps = run.args, run.on_cpu, run.steps
   ratios = tuple(sorted({float(r) for r in args.ratios.split(",")} | {0.5},
                         reverse=True))
   workloads, skipped = {}, []
@@ -249,11 +244,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   "step_maskedkd_0.5_over_full_kd": TARGET_STEP_RATIO,
                   "gpu_teacher_r0.5_ms": ANCHOR_MS["r0.5"],
                   "anchor_ms_timm_h100": ANCHOR_MS},
-      "load_average_1m": {"start": round(load_start, 2),
-                          "end": round(os.getloadavg()[0], 2)},
+      "load_average_1m": run.load_average(),
       "workloads": workloads,
   }
-  return common.finish(result, start, args.out)
+  return common.finish(result, run.time, args.out)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 import importlib.util
-import os
 import time
 from typing import Any
 
@@ -390,11 +389,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the benchmark; prints and returns the result object."""
-  args = parse_args(argv)
-  start = time.perf_counter()
-  load_start = os.getloadavg()[0]
-  on_cpu = jax.devices()[0].platform == "cpu"
-  steps = args.steps or (3 if on_cpu else 20)
+  run = common.begin(parse_args(argv))
+  args, steps = run.args, run.steps
   workloads = {}
   for name in args.workloads:
     section = bench(name, args, steps)
@@ -426,12 +422,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           "max_estimator_overhead_percent": MAX_OVERHEAD_PERCENT,
       },
       # The machine's 1-minute load average (other jobs make noise).
-      "load_average_1m": {"start": round(load_start, 2),
-                          "end": round(os.getloadavg()[0], 2)},
+      "load_average_1m": run.load_average(),
       "workloads": workloads,
       "queries_exact": all(w["queries_exact"] for w in workloads.values()),
   }
-  return common.finish(result, start, args.out)
+  return common.finish(result, run.time, args.out)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,8 @@ def teacher_accuracy_on_kept(config: Any, state: Any) -> float:
   masked distillation target keeps."""
   cfg = loop.validate_config(config)
   loader, _ = loop.make_loader(cfg["dataset"], cfg["batch_size"])
+  # The teacher's model: its dataset's facts are those the run just read
+  # (restore.run_data), not loaded again.
   model = builders.build_model(cfg["model"], loader.num_classes)
 
   @jax.jit
@@ -107,12 +109,12 @@ def _record(run: study.Run, run_dir: str, stale: Any) -> dict[str, Any]:
 
 
 def _costs(config: Any, teacher_dir: str) -> dict[str, Any]:
+  # The teacher's dataset is read once (restore.run_data) for all three.
   teacher, state = restore.restore_trained(teacher_dir)
   model_section = loop.validate_config(config.base)["model"]
   distiller = builders.build_model(
       {**model_section, "teacher_workdir": teacher_dir}, teacher.num_classes)
-  loader, _ = loop.make_loader(restore.run_config(teacher_dir)["dataset"], 1)
-  shape = tuple(loader.example_batch()["image"].shape[1:])
+  shape = tuple(restore.run_data(teacher_dir).sample_input.shape[1:])
   return maskedkd_teacher.measure(
       teacher, distiller.student, shape, batch=config.timing_batch,
       ratios=tuple(config.timing_ratios), rounds=3,

@@ -102,24 +102,23 @@ def masked_kd_outputs(student_apply: Any, student: ViT, teacher: ViT,
   """
   check_pair(student, teacher, selection, keep_ratio)
   heads = {"separate_heads": True} if student.distillation_token else {}
+  # One patch grid: check_pair makes the patch sizes equal.
+  num_patches = _num_patches(teacher, images)
+  count = selection_lib.keep_count(num_patches, keep_ratio)
   patches = None
   if selection == "student":
     student_logits, maps = student_apply(images, return_attention="last",
                                          **heads)
-    count = selection_lib.keep_count(_num_patches(student, images),
-                                     keep_ratio)
     patches = selection_lib.top_patches(
         selection_lib.class_attention(maps[-1], student.num_prefix_tokens),
         count)
   else:
     student_logits = student_apply(images, **heads)
   teacher_vars = {"params": jax.lax.stop_gradient(teacher_params)}
-  count = selection_lib.keep_count(_num_patches(teacher, images), keep_ratio)
   if selection == "random":
     if key is None:
       raise ValueError("selection 'random' needs a PRNG key.")
-    patches = selection_lib.random_patches(key, images.shape[0],
-                                           _num_patches(teacher, images),
+    patches = selection_lib.random_patches(key, images.shape[0], num_patches,
                                            count)
   elif selection == "teacher":
     _, maps = teacher.apply(teacher_vars, images, return_attention="last")

@@ -49,7 +49,7 @@ Preempted = faults.Preempted
 
 __all__ = ["REQUIRED_KEYS", "OPTIONAL_KEYS", "validate_config",
            "train_and_evaluate", "evaluate", "make_loader", "data_mesh",
-           "build_run",
+           "build_run", "build_model_and_state",
            "place_batch", "Preempted",
            "NonFiniteLossError", "NONFINITE_LAG"]
 
@@ -170,15 +170,26 @@ def build_run(cfg: Mapping[str, Any]) -> tuple[
   (:func:`validate_config`), as a run builds them."""
   task = tasks_lib.get_task(cfg["task"])
   loader, _ = make_loader(cfg["dataset"], cfg["batch_size"])
-  model = builders.build_model(cfg["model"],
-                               task.num_outputs(loader.num_classes))
+  model, method, state = build_model_and_state(
+      cfg, loader.num_classes, task.model_inputs(loader.example_batch()))
+  return task, loader, model, method, state
+
+
+def build_model_and_state(cfg: Mapping[str, Any], num_classes: int,
+                          sample_input: Any) -> tuple[
+                              Any, methods_lib.Method, state_lib.TrainState]:
+  """``(model, method, initial state)`` of a validated config, given what
+  :func:`build_run` reads from the dataset: its ``num_classes`` and a sample
+  of the model's inputs (``task.model_inputs`` of one example batch)."""
+  task = tasks_lib.get_task(cfg["task"])
+  model = builders.build_model(cfg["model"], task.num_outputs(num_classes))
   method = builders.build_method(
       cfg["optimizer"], cfg["steps"],
       {name: cfg[name] for name in methods_lib.METHOD_PARTS}, seed=cfg["seed"])
   state = state_lib.create_train_state(
-      model, method.tx, jnp.asarray(task.model_inputs(loader.example_batch())),
-      cfg["seed"], frozen=task.frozen_variables(model))
-  return task, loader, model, method, state
+      model, method.tx, jnp.asarray(sample_input), cfg["seed"],
+      frozen=task.frozen_variables(model))
+  return model, method, state
 
 
 def train_and_evaluate(config: Any, workdir: str, *, return_state: bool = False,

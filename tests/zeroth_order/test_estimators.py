@@ -183,8 +183,9 @@ def test_zip_parameter_count_shapes_and_start():
 
 
 def test_walsh_hadamard_and_the_fastfood_projection():
+  # Jitted: eagerly, every butterfly's ops compile one by one.
   x = np.random.default_rng(0).normal(size=8)
-  np.testing.assert_allclose(zo.walsh_hadamard(jnp.asarray(x)),
+  np.testing.assert_allclose(jax.jit(zo.walsh_hadamard)(jnp.asarray(x)),
                              scipy.linalg.hadamard(8) @ x, rtol=1e-5,
                              atol=1e-5)
   with pytest.raises(ValueError, match="length 6 is not a power of two"):
@@ -198,10 +199,11 @@ def test_walsh_hadamard_and_the_fastfood_projection():
   params = {"z": jnp.asarray(np.random.default_rng(1).normal(size=(3, 10)),
                              jnp.float32), "shared": jnp.zeros(10)}
   prompt = dataclasses.replace(prompt, low_rank=False)
-  out = prompt(params, maps)
-  basis = jax.vmap(lambda e: prompt({"z": jnp.broadcast_to(e, (3, 10)),
-                                      "shared": jnp.zeros(10)}, maps))(
-                                          jnp.eye(10))  # (10, 3, 40)
+  out = jax.jit(prompt)(params, maps)
+  basis = jax.jit(jax.vmap(
+      lambda e: prompt({"z": jnp.broadcast_to(e, (3, 10)),
+                        "shared": jnp.zeros(10)}, maps)))(
+                            jnp.eye(10))  # (10, 3, 40)
   np.testing.assert_allclose(out, jnp.einsum("td,dtw->tw", params["z"],
                                              basis), rtol=1e-4, atol=1e-5)
   norms = jnp.sum(basis ** 2, axis=-1)  # ||A_t e_i||^2
