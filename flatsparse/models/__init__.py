@@ -1,10 +1,13 @@
-"""Flax linen models: MLP, CIFAR ResNets, ResNet-50, VGG-19, WRN, ViT and the
-transformer LMs (LLaMA, OPT, BERT) with Hugging Face checkpoints."""
+"""Flax linen models: MLP, the Forward-Forward MLP, CIFAR ResNets, ResNet-50,
+VGG-19, WRN, ViT and the transformer LMs (LLaMA, OPT, BERT) with Hugging Face
+checkpoints."""
 
 from flatsparse.models.bert import Bert
 from flatsparse.models.bert import BertBlock
 from flatsparse.models.bert import BertConfig
 from flatsparse.models.bert import make_bert
+from flatsparse.models.ff_mlp import FFMLP
+from flatsparse.models.ff_mlp import FFOutputs
 from flatsparse.models.hf_checkpoint import load_hf_checkpoint
 from flatsparse.models.hf_checkpoint import save_hf_checkpoint
 from flatsparse.models.imagenet_resnet import Bottleneck
@@ -37,6 +40,8 @@ from flatsparse.models.wide_resnet import WideResNetBlock
 
 __all__ = [
   "MLP",
+  "FFMLP",
+  "FFOutputs",
   "ResNet18",
   "ResNet20",
   "ResNet32",

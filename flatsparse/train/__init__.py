@@ -1,13 +1,15 @@
 """Training platform: state, generic steps, checkpoints, metrics, the loop.
 
 Importing it registers the built-in tasks (``classification``,
-``language_modeling``, ``concept_bottleneck``, ``distillation``).
+``language_modeling``, ``concept_bottleneck``, ``distillation``,
+``forward_forward``).
 """
 
 from flatsparse.train import concept_bottleneck
 from flatsparse.train import config_schema
 from flatsparse.train import distillation
 from flatsparse.train import faults
+from flatsparse.train import forward_forward
 from flatsparse.train import language_modeling
 from flatsparse.train import methods
 from flatsparse.train import tasks
@@ -49,7 +51,7 @@ __all__ = [
     "build_optimizer", "MODELS", "methods", "tasks", "Method", "MethodPart",
     "FinalizeContext", "register_method_part", "Task", "Classification",
     "LanguageModeling", "language_modeling", "concept_bottleneck",
-    "distillation", "restore_trained",
+    "distillation", "forward_forward", "restore_trained",
     "register_task",
     "OPTIMIZERS",
     "register_model", "register_optimizer", "Checkpointer", "config_schema",

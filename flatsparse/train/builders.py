@@ -121,6 +121,22 @@ def distillation(num_classes: int, student: Mapping[str, Any],
 
 MODELS["distillation"] = distillation
 
+
+def ff_mlp(num_classes: int, features: Any = (500, 500),
+           readout: bool = False, threshold: Any = None,
+           normalize_input: bool = False, dtype: Any = None) -> nn.Module:
+  """A :class:`flatsparse.models.FFMLP` (the ``forward_forward`` task's
+  model) with ``num_classes`` label positions."""
+  kwargs = {} if dtype is None else {"dtype": dtype}
+  if threshold is not None and not isinstance(threshold, (int, float)):
+    threshold = tuple(float(t) for t in threshold)
+  return models.FFMLP(tuple(features), num_labels=num_classes,
+                      readout=readout, threshold=threshold,
+                      normalize_input=normalize_input, **kwargs)
+
+
+MODELS["ff_mlp"] = ff_mlp
+
 def sgd(learning_rate: Any, momentum: float | None = None,
         nesterov: bool = False, weight_decay: float = 0.0
         ) -> optax.GradientTransformation:
