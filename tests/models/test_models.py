@@ -170,6 +170,8 @@ def test_models_package_is_self_contained():
   # dependency-free argument checks of flatsparse/validation.py, nothing else.
   assert set(models.__all__) == {
     "MLP",
+    "FFMLP",
+    "FFOutputs",
     "ResNet18",
     "ResNet20",
     "ResNet32",

@@ -37,6 +37,8 @@ MODELS = {
                    (1, 8, 8, 3)),
     "ResNet50": (lambda: models.ResNet50(num_classes=3), (1, 32, 32, 3)),
     "Bottleneck": (lambda: models.Bottleneck(features=2), (1, 8, 8, 3)),
+    "FFMLP": (lambda: models.FFMLP((8, 4), num_labels=3, readout=True),
+              (1, 16)),
     "VGG19": (lambda: models.VGG19(num_classes=3, width_multiplier=0.125),
               (1, 32, 32, 3)),
     "WideResNet": (lambda: models.WideResNet(num_classes=3, depth=10,
