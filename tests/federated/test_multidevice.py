@@ -21,8 +21,8 @@ if jax.device_count() < 8:
               "process", allow_module_level=True)
 
 
-@pytest.mark.parametrize("fraction", [0.5, 0.3])  # 8 lanes; 5 padded to 8
-def test_clients_sharded_over_8_devices_equal_one_device(fraction):
+def test_clients_sharded_over_8_devices_equal_one_device():
+  fraction = 0.3  # 4 of 16 clients, padded to the mesh's 8 lanes
   rng = np.random.default_rng(0)
   images = rng.uniform(size=(160, 16)).astype(np.float32)
   labels = (images[:, 12] > 0.5).astype(np.int32) + 2 * (images[:, 13] > 0.5)
