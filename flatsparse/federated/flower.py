@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flatsparse import rng
+from flatsparse import validation
 from flatsparse.federated import fedavg
 
 __all__ = ["to_ndarrays", "from_ndarrays", "client", "strategy",
@@ -151,17 +152,33 @@ def client(flatsparse_client: FlatsparseClient) -> Any:
 
 
 def strategy(initial_params: Any, *, min_clients: int,
-             client_fraction: float = 1.0,
+             client_fraction: float = 1.0, start_round: int = 0,
              on_aggregate: Callable[[int, Any], None] | None = None,
              logger: logging.Logger | None = None) -> Any:
   """Flower's FedAvg with our checks and :func:`fedavg.aggregate`.
 
+  To resume a run: restore the :class:`~flatsparse.federated.ServerState`
+  that ``on_aggregate`` saved, start from its params at ``start_round =
+  state.round`` and run the remaining rounds (the clients' keys follow the
+  round index, so the result equals an uninterrupted run)::
+
+    ckpt = flatsparse.train.Checkpointer(path, every_steps=1, keep=2)
+    state = fl.init_server(params, seed)
+    if ckpt.latest_step() is not None:
+      state, _ = ckpt.restore(state)
+    fl_strategy = strategy(state.params, start_round=int(state.round), ...,
+        on_aggregate=lambda r, p: ckpt.save(
+            r + 1, fl.ServerState(p, r + 1, state.key)))
+    run_server(fl_strategy, num_rounds=total - int(state.round))
+
   Args:
-    initial_params: the global model at round 0 (also the reference
+    initial_params: the global model at ``start_round`` (also the reference
       structure of every update).
     min_clients: clients to wait for before each round (and to sample at
       least).
     client_fraction: Flower's ``fraction_fit``.
+    start_round: the index of the first round this server runs (0 for a
+      new run; Flower counts its own rounds from 1 each time).
     on_aggregate: called with ``(round_index, params)`` after each round
       (e.g. to checkpoint; ``round_index`` from 0).
     logger: where dropped updates are reported.
@@ -173,6 +190,7 @@ def strategy(initial_params: Any, *, min_clients: int,
   flwr = _flwr()
   log = logger or logging.getLogger(__name__)
   fedavg.check_fraction(client_fraction)
+  start_round = validation.check_count("start_round", start_round, minimum=0)
   mean = jax.jit(fedavg.aggregate)
   to_parameters = flwr.common.ndarrays_to_parameters
   to_arrays = flwr.common.parameters_to_ndarrays
@@ -185,12 +203,13 @@ def strategy(initial_params: Any, *, min_clients: int,
           min_fit_clients=min_clients, min_available_clients=min_clients,
           min_evaluate_clients=0, accept_failures=True,
           initial_parameters=to_parameters(to_ndarrays(initial_params)),
-          on_fit_config_fn=lambda server_round: {"round": server_round - 1})
+          on_fit_config_fn=lambda server_round: {
+              "round": start_round + server_round - 1})
       self.errors: list[tuple[int, str]] = []
       self.params = initial_params
 
     def aggregate_fit(self, server_round, results, failures):
-      round_index = server_round - 1
+      round_index = start_round + server_round - 1
       reasons = [f"a client failed: {f!r}" if isinstance(f, BaseException)
                  else "a client failed" for f in failures]
       good = []
