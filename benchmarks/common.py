@@ -29,6 +29,7 @@ import optax
 
 from benchmarks import timing
 from flatsparse import models
+from flatsparse.federated import costs
 
 PyTree = Any
 T = TypeVar("T")
@@ -719,17 +720,12 @@ def compiled_stats(runner: timing.Runner) -> dict[str, Any]:
   """XLA's estimates for the runner's compiled function (nothing runs)."""
   compiled = runner.compile()
   out: dict[str, Any] = {}
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # Older jax: one dict per computation.
-    cost = cost[0] if cost else {}
-  if cost:
-    out["gflops"] = round(float(cost.get("flops", 0.0)) / 1e9, 3)
-    out["bytes_accessed_mb"] = round(
-      float(cost.get("bytes accessed", 0.0)) / 2**20, 1
-    )
-  memory = compiled.memory_analysis()
-  if memory is not None:
-    out["temp_mb"] = round(memory.temp_size_in_bytes / 2**20, 1)
+  xla = costs.analysis(compiled)
+  if "flops" in xla:
+    out["gflops"] = round(xla["flops"] / 1e9, 3)
+    out["bytes_accessed_mb"] = round(xla["bytes_accessed"] / 2**20, 1)
+  if "temp_bytes" in xla:
+    out["temp_mb"] = round(xla["temp_bytes"] / 2**20, 1)
   text = compiled.as_text() or ""
   out["hlo_instructions"] = sum(
     1 for line in text.splitlines() if " = " in line and "%" in line

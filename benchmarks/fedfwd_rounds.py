@@ -54,7 +54,6 @@ import optax
 from benchmarks import common
 from flatsparse import federated as fl
 from flatsparse.data import load_dataset
-from flatsparse.federated import forward_forward as ff
 from flatsparse.federated import objectives
 from flatsparse.models import FFMLP
 from flatsparse.models import MLP
@@ -74,35 +73,13 @@ def _data(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def memory(hidden: tuple[int, ...], dim: int) -> dict[str, Any]:
-  """The three steps' memory plans (MiB) and their ratios to backprop."""
-  x = jnp.zeros((BATCH, dim))
-  y = jnp.zeros((BATCH,), jnp.int32)
-  w = jnp.ones((BATCH,))
-  key = jax.random.PRNGKey(0)
-  tx = optax.adam(1e-3)
-  ff_model = FFMLP(hidden, num_labels=10)
-  ff_params = ff_model.init(key, x)["params"]
-  bp_model = MLP(hidden, 10)
-  bp_params = bp_model.init(key, x)["params"]
-  plans = {
-      "ff_step": fl.costs.compiled_costs(
-          fl.make_local_step(objectives.forward_forward_loss(ff_model), tx),
-          ff_params, tx.init(ff_params), x, y, w, key),
-      "bp_step": fl.costs.compiled_costs(
-          fl.make_local_step(objectives.backprop_loss(bp_model), tx),
-          bp_params, tx.init(bp_params), x, y, w, key)}
-  layers = []
-  for i in range(len(hidden)):
-    name = f"layer_{i}"
-
-    def own_loss(p_l, name=name):
-      out = ff.ff_forward(ff_model, {"params": {**ff_params, name: p_l}}, x,
-                          y, key)
-      return ff.ff_loss(out, y)[1][name]
-
-    layers.append(fl.costs.compiled_costs(jax.grad(own_loss),
-                                          ff_params[name]))
-  plans["ff_one_layer"] = max(layers, key=lambda c: c["peak_bytes"])
+  """The three steps' memory plans (MiB) and their peaks over backprop's."""
+  costs = fl.costs.ff_step_costs(FFMLP(hidden, num_labels=10),
+                                 MLP(hidden, 10), optax.adam(1e-3), BATCH,
+                                 dim)
+  plans = {"ff_step": costs["ff_step"], "bp_step": costs["bp_step"],
+           "ff_one_layer": max(costs["ff_layers"],
+                               key=lambda c: c["peak_bytes"])}
   mib = {k: {"temp_mib": round(v["temp_bytes"] / 2**20, 3),
              "peak_mib": round(v["peak_bytes"] / 2**20, 3),
              "gflop_per_step": round(v["flops"] / 1e9, 4)}

@@ -47,6 +47,7 @@ import optax
 from benchmarks import common
 from benchmarks import timing
 from flatsparse import distill
+from flatsparse.federated import costs
 from flatsparse.models import ViT
 from flatsparse.train import state as state_lib
 from flatsparse.train import step as step_lib
@@ -149,10 +150,8 @@ def step_runners(teacher: ViT, teacher_params: Any, student: ViT,
 
 def gflops_per_image(runner: timing.Runner, batch: int) -> float:
   """XLA's flop estimate of one call, per image."""
-  cost = runner.compile().cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return float(f"{float(cost.get('flops', 0.0)) / 1e9 / batch:.6g}")
+  flops = costs.analysis(runner.compile()).get("flops", 0.0)
+  return float(f"{flops / 1e9 / batch:.6g}")
 
 
 def measure(teacher: ViT, student: ViT, image_shape: Sequence[int], *,

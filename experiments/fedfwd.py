@@ -46,7 +46,6 @@ from experiments import cli
 from flatsparse import federated as fl
 from flatsparse import study
 from flatsparse.data import load_dataset
-from flatsparse.federated import forward_forward as ff
 from flatsparse.federated import objectives
 from flatsparse.models import FFMLP
 from flatsparse.models import MLP
@@ -172,43 +171,31 @@ def run_one(method: str, partition: str, seed: int, data: tuple,
 
 def client_costs(config: Any, num_classes: int, dim: int,
                  mean_client_size: float) -> dict[str, dict[str, float]]:
-  """Per-client FLOPs per local epoch and one local step's memory plan."""
-  b = config.batch_size
-  x = jnp.zeros((b, dim), jnp.float32)
-  y = jnp.zeros((b,), jnp.int32)
-  w = jnp.ones((b,), jnp.float32)
-  key = jax.random.PRNGKey(0)
-  steps = -(-int(round(mean_client_size)) // b)
-  out = {}
-  for method in METHODS:
-    model, params, loss, _, tx = method_parts(method, config, num_classes,
-                                              dim)
-    step = fl.make_local_step(loss, tx)
-    c = fl.costs.compiled_costs(step, params, tx.init(params), x, y, w, key)
-    out[method] = {"gflops_per_epoch": c["flops"] * steps / 1e9,
-                   "step_temp_mb": c.get("temp_bytes", 0) / 2**20,
-                   "step_peak_mb": c.get("peak_bytes", 0) / 2**20}
-    if method == "fedfwd":
-      # One layer at a time: the gradient of layer l's own loss only.
-      per_layer = []
-      for layer in range(len(config.hidden)):
-        name = f"layer_{layer}"
+  """Per-client FLOPs per local epoch and one local step's memory plan
+  (``flatsparse.federated.costs.ff_step_costs``)."""
+  steps = -(-int(round(mean_client_size)) // config.batch_size)
+  ff_model, _, _, _, tx = method_parts("fedfwd", config, num_classes, dim)
+  bp_model = method_parts("fedavg_bp", config, num_classes, dim)[0]
+  costs = fl.costs.ff_step_costs(ff_model, bp_model, tx, config.batch_size,
+                                 dim)
 
-        def layer_loss(p_l, model=model, params=params, name=name):
-          out_ = ff.ff_forward(model, {"params": {**params, name: p_l}}, x,
-                               y, key)
-          return ff.ff_loss(out_, y, threshold=model.threshold)[1][name]
+  def per_client(flops, temp, peak):
+    return {"gflops_per_epoch": flops * steps / 1e9,
+            "step_temp_mb": temp / 2**20, "step_peak_mb": peak / 2**20}
 
-        per_layer.append(fl.costs.compiled_costs(
-            jax.grad(layer_loss), params[name]))
-      out["fedfwd_one_layer"] = {
-          "gflops_per_epoch": sum(c["flops"] for c in per_layer) * steps
-                              / 1e9,
-          "step_temp_mb": max(c.get("temp_bytes", 0) for c in per_layer)
-                          / 2**20,
-          "step_peak_mb": max(c.get("peak_bytes", 0) for c in per_layer)
-                          / 2**20}
-  return out
+  def of(c):
+    return per_client(c["flops"], c.get("temp_bytes", 0),
+                      c.get("peak_bytes", 0))
+
+  layers = costs["ff_layers"]
+  return {"fedfwd": of(costs["ff_step"]),
+          # One layer at a time: each layer's step per batch; the largest
+          # memory plan.
+          "fedfwd_one_layer": per_client(
+              sum(c["flops"] for c in layers),
+              max(c.get("temp_bytes", 0) for c in layers),
+              max(c.get("peak_bytes", 0) for c in layers)),
+          "fedavg_bp": of(costs["bp_step"])}
 
 
 def run_study(config: Any, workdir: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from flatsparse import validation
 
 __all__ = ["goodness", "layer_loss", "embed_label", "embed_neutral",
            "wrong_labels", "FFTrainOutputs", "ff_forward", "ff_loss",
-           "goodness_scores", "predict", "RULES"]
+           "goodness_scores", "predict", "weighted_mean", "RULES"]
 
 RULES = ("goodness", "readout")
 # Hinton's neutral label: 0.1 in each of the label positions.
@@ -52,8 +52,10 @@ def goodness(activity: jax.Array) -> jax.Array:
   return jnp.sum(jnp.square(activity.astype(jnp.float32)), axis=-1)
 
 
-def _weighted_mean(values: jax.Array, weights: jax.Array | None
-                   ) -> jax.Array:
+def weighted_mean(values: jax.Array, weights: jax.Array | None
+                  ) -> jax.Array:
+  """``sum(w v) / sum(w)`` in float32 (the plain mean when ``weights`` is
+  None); 0 for an all-padding batch (every weight 0)."""
   if weights is None:
     return jnp.mean(values)
   weights = weights.astype(jnp.float32)
@@ -76,7 +78,7 @@ def layer_loss(g_pos: jax.Array, g_neg: jax.Array, threshold: float | Any,
   """
   per_example = (jax.nn.softplus(threshold - g_pos)
                  + jax.nn.softplus(g_neg - threshold))
-  return _weighted_mean(per_example, weights)
+  return weighted_mean(per_example, weights)
 
 
 def _flat(images: jax.Array, num_classes: int) -> jax.Array:
@@ -196,7 +198,7 @@ def ff_loss(outputs: FFTrainOutputs, labels: jax.Array, *,
   if outputs.logits is not None:
     ce = optax.softmax_cross_entropy_with_integer_labels(
         outputs.logits.astype(jnp.float32), labels)
-    terms["readout"] = _weighted_mean(ce, weights)
+    terms["readout"] = weighted_mean(ce, weights)
   return sum(terms.values()), terms
 
 

@@ -67,22 +67,11 @@ def _layer_key(entry: Any) -> Any:
   return entry
 
 
-def _replace_layer(params: Any, path: Sequence[Any], name: str,
-                   layer: Any) -> Any:
-  """``params`` with the leaves of layer ``name`` taken from ``layer``."""
-  depth = len(path)
-  with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
-  new_leaves = iter(jax.tree_util.tree_leaves(layer))
-  leaves = [next(new_leaves)
-            if len(p) > depth and _layer_key(p[depth]) == name else leaf
-            for p, leaf in with_paths]
-  return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
 def _join_layers(params: Any, path: Sequence[Any],
                  layers: Mapping[str, Any]) -> Any:
   """A tree like ``params`` whose layer ``l`` leaves come from
-  ``layers[l]`` (the leaves of each layer in flatten order)."""
+  ``layers[l]`` (the leaves of each layer in flatten order); the layers not
+  in ``layers`` keep ``params``' leaves."""
   depth = len(path)
   with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
   sources = {name: iter(jax.tree_util.tree_leaves(tree))
@@ -142,11 +131,11 @@ def layerwise(transform: Transform | Callable[[str], Transform], *,
       layer_args = dict(extra_args)
       if value_fn is not None:
         layer_args["value_fn"] = (
-            lambda p, name=name: value_fn(_replace_layer(params, path, name,
-                                                         p)))
+            lambda p, name=name: value_fn(_join_layers(params, path,
+                                                       {name: p})))
       if sub_batch_value_fn is not None:
         def layer_sub_batch(p, i, name=name):
-          return sub_batch_value_fn(_replace_layer(params, path, name, p), i)
+          return sub_batch_value_fn(_join_layers(params, path, {name: p}), i)
         layer_sub_batch.sub_batches = sub_batch_value_fn.sub_batches
         layer_args["sub_batch_value_fn"] = layer_sub_batch
       if masks is not None:

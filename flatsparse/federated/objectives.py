@@ -40,9 +40,8 @@ def backprop_loss(model: nn.Module) -> Callable[..., jax.Array]:
   def loss(params, images, labels, weights, key):
     del key
     logits = model.apply({"params": params}, images)
-    ce = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), labels)
-    return jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
+    return ff.weighted_mean(optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), labels), weights)
   return loss
 
 

@@ -38,10 +38,8 @@ Batch = Mapping[str, jax.Array]
 
 
 def _distiller(model: nn.Module) -> masked_kd.Distiller:
-  if not isinstance(model, masked_kd.Distiller):
-    raise ValueError("The distillation task needs model.name='distillation' "
-                     f"(a Distiller), got {type(model).__name__}.")
-  return model
+  return tasks.require_model(model, masked_kd.Distiller, "distillation",
+                             "distillation")
 
 
 class DistillationTask(tasks.Task):

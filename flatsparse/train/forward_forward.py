@@ -37,10 +37,7 @@ Batch = Mapping[str, jax.Array]
 
 
 def _ff_model(model: nn.Module) -> ff_mlp.FFMLP:
-  if not isinstance(model, ff_mlp.FFMLP):
-    raise ValueError("The forward_forward task needs model.name='ff_mlp' "
-                     f"(an FFMLP), got {type(model).__name__}.")
-  return model
+  return tasks.require_model(model, ff_mlp.FFMLP, "forward_forward", "ff_mlp")
 
 
 class ForwardForwardTask(tasks.Classification):

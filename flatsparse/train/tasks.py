@@ -34,7 +34,7 @@ import optax
 from flatsparse import validation
 
 __all__ = ["Task", "Classification", "TASKS", "register_task", "get_task",
-           "cross_entropy"]
+           "cross_entropy", "require_model"]
 
 Batch = Mapping[str, jax.Array]
 
@@ -147,6 +147,15 @@ class Classification(Task):
         "correct": (jnp.argmax(outputs, -1) == labels).astype(jnp.float32),
         "logits": outputs,
     }
+
+
+def require_model(model: nn.Module, cls: type, task: str, name: str) -> Any:
+  """``model`` if it is a ``cls``, else a ValueError telling the ``task``'s
+  user which ``config.model.name`` builds one."""
+  if not isinstance(model, cls):
+    raise ValueError(f"The {task} task needs model.name={name!r} (a "
+                     f"{cls.__name__}), got {type(model).__name__}.")
+  return model
 
 
 TASKS: dict[str, Task] = {"classification": Classification()}
