@@ -106,7 +106,9 @@ def variants(c: ml_collections.ConfigDict) -> list[study.Variant]:
       study.sparsity_axis(c.methods, c.sparsities, c.get("order")))
 
 
-def _name(prefix: str, **values: Any) -> str:
+def grid_name(prefix: str, **values: Any) -> str:
+  """A grid point's method name: ``grid_name("safe", lam=0.1)`` is
+  ``safe_lam0p1``."""
   parts = [prefix] + [f"{k}{v:g}" for k, v in values.items()]
   return "_".join(parts).replace(".", "p").replace("-", "m")
 
@@ -114,28 +116,28 @@ def _name(prefix: str, **values: Any) -> str:
 def tuning_methods(variant: str) -> dict[str, Any]:
   """The grid of one ``tune_*`` variant."""
   if variant == "tune_gmp":
-    return {_name("gmp", end=e): {"sparsity": gmp(e)}
+    return {grid_name("gmp", end=e): {"sparsity": gmp(e)}
             for e in (500, 750, 1000, 1250)}
   if variant == "tune_sam_gmp":
-    return {_name("sam_gmp", rho=r): {"sparsity": gmp(),
+    return {grid_name("sam_gmp", rho=r): {"sparsity": gmp(),
                                       "flatness": {"name": "sam", "rho": r}}
             for r in (0.02, 0.05, 0.1, 0.2)}
   if variant == "tune_iht":
-    return {_name("iht", start=s, period=p): {"safe": {
+    return {grid_name("iht", start=s, period=p): {"safe": {
         "name": "iht", "start_step": s, "period": p}}
             for s in (0, 300, 750) for p in (1, 32)}
   if variant == "tune_admm":
-    return {_name("admm", lam=lam, K=k): {"safe": {
+    return {grid_name("admm", lam=lam, K=k): {"safe": {
         "name": "admm", "lam": lam, "dual_period": k}}
             for lam in (1e-3, 1e-2, 3e-2, 1e-1, 3e-1) for k in (8, 32)}
   if variant == "tune_safe":
-    return {_name("safe", lam=lam, K=k): {"safe": {
+    return {grid_name("safe", lam=lam, K=k): {"safe": {
         "name": "safe", "lam": lam, "rho": 0.1,
         "dual_period": k}}
             for lam in (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
             for k in (8, 32, 128)}
   if variant == "tune_safe_rho":
-    return {_name("safe", rho=r): {"safe": {
+    return {grid_name("safe", rho=r): {"safe": {
         "name": "safe", **SAFE, "rho": r}}
             for r in (0.02, 0.05, 0.1, 0.2, 0.5)}
   raise ValueError(f"Unknown variant {variant!r}; allowed: '', tiny, "

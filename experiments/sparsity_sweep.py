@@ -21,6 +21,10 @@ every pruning method at every target sparsity). The config itself has:
   ``noise_kind``, default symmetric, with the fixed ``noise_seed``, default
   0, so every method and seed sees the same noisy labels); empty or absent:
   the dataset as given.
+* ``noise_sparsities`` (optional): the sparsities the noisy runs are at,
+  when the config's ``variants`` runs label noise at fewer sparsities than
+  the clean sweep (``configs/safe_fashion_mnist.py``); the noise plot has
+  one panel per sparsity with noisy runs, the clean runs at noise 0.
 * ``sharpness`` (optional; ``None`` skips it): options of
   :func:`flatsparse.train.sharpness` (``num_probes``, ``iters``,
   ``moments``, ``method``, ``probe``, ``unroll``) plus ``examples`` (size of
@@ -42,9 +46,11 @@ Runs go to ``workdir/[noise_<p>/]<method>/[sparsity_<s>/]seed_<k>``; each
 finished run leaves ``result.json`` there and is not trained again (a run
 interrupted mid-way resumes from its checkpoint; changed sharpness options
 re-measure it). Then ``workdir/results.json`` (every run and the mean/std
-summary), ``workdir/report.md`` and the plots ``accuracy_vs_sparsity.png``
-(and ``accuracy_vs_noise.png`` with label noise) are written and the tables
-printed.
+summary), ``workdir/report.md`` (the tables, and the methods ranked at
+each sparsity with whether each gap exceeds the seed spread) and the plots
+``accuracy_vs_sparsity.png``, ``eigenvalue_vs_sparsity.png`` (with
+sharpness) and ``accuracy_vs_noise.png`` (with label noise) are written and
+the tables printed.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from experiments import cli
 from flatsparse import data
 from flatsparse import study
 from flatsparse.train import builders
+from flatsparse.train import faults
 from flatsparse.train import loop
 from flatsparse.train import metrics as metrics_lib
 from flatsparse.train.sharpness import sharpness as hessian_sharpness
@@ -71,8 +78,8 @@ SHARPNESS_KEYS = ("num_probes", "iters", "moments", "method", "probe",
                   "unroll")
 SHARPNESS_DEFAULTS = {"examples": 512, "seed": 0}
 SWEEP_KEYS = ("base", "methods", "order", "sparsities", "seeds",
-              "label_noise", "noise_kind", "noise_seed", "sharpness",
-              "validation_fraction")
+              "label_noise", "noise_kind", "noise_seed", "noise_sparsities",
+              "sharpness", "validation_fraction")
 # Population std over seeds (numpy's default): what every recorded table of
 # this sweep used (benchmarks/results/studies/safe_*).
 DDOF = 0
@@ -99,7 +106,7 @@ def validate_sweep(sweep: Any) -> None:
   if order is not None and sorted(order) != names:
     raise ValueError(f"sweep.order must list every method once; got "
                      f"{list(order)} for methods {names}.")
-  for s in sweep.sparsities:
+  for s in (*sweep.sparsities, *_get(sweep, "noise_sparsities", ())):
     if not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
       raise ValueError(f"Every sparsity must be in [0, 1), got {s!r}.")
   if not sweep.seeds:
@@ -243,21 +250,34 @@ def train_and_measure(sweep: Any
   :func:`measure_sharpness`) and timings. A cached record whose
   ``sharpness_options`` differ from the sweep's is measured again (the
   finished run is only re-evaluated; its ``train_s`` is kept).
+
+  A run whose loss becomes NaN or inf (``faults.NonFiniteLossError``, e.g.
+  a tuning grid's too-large penalty) is a result, not a crash of the
+  sweep: its record has ``diverged_at`` (the first non-finite step),
+  accuracy and loss None, no sharpness; the tables count it.
   """
   options = study.plain(_get(sweep, "sharpness"))
 
   def run_one(run: study.Run, run_dir: str, stale: dict[str, Any] | None
               ) -> dict[str, Any]:
     start = time.time()
-    result, state = loop.train_and_evaluate(run.config, run_dir,
-                                            return_state=True)
+    tags = run.tags
+    record = {"method": tags["method"], "sparsity": tags["sparsity"],
+              "seed": run.seed, "noise": tags["noise"]}
+    try:
+      result, state = loop.train_and_evaluate(run.config, run_dir,
+                                              return_state=True)
+    except faults.NonFiniteLossError as e:
+      return {**record, "accuracy": None, "loss": None,
+              "unprojected_accuracy": None, "final_sparsity": None,
+              "diverged_at": e.step, "run_dir": run.path,
+              "sharpness_options": options,
+              "train_s": round(time.time() - start, 2)}
     seconds = time.time() - start
     rows = metrics_lib.read_metrics(run_dir)
     params = jax.device_get(state.params)
-    tags = run.tags
     record = {
-        "method": tags["method"], "sparsity": tags["sparsity"],
-        "seed": run.seed, "noise": tags["noise"],
+        **record,
         "accuracy": result["accuracy"], "loss": result["loss"],
         "unprojected_accuracy": _last(rows, "eval/unprojected_accuracy"),
         "final_sparsity": metrics_lib.sparsity_scalars(params)[
@@ -287,6 +307,8 @@ def summarize(records: Sequence[Mapping[str, Any]]
   """Mean and std over seeds per (noise, method, sparsity), in run order."""
   fields = {key: key for key in ("accuracy", "unprojected_accuracy",
                                  "final_sparsity", "train_s")}
+  # Its sum is the number of diverged seeds (their accuracy is left out).
+  fields["diverged"] = lambda r: float(r.get("diverged_at") is not None)
   for kind in ("active", "full"):
     for key in ("top_eigenvalue", "trace"):
       fields[f"{key}_{kind}"] = _sharpness_field(kind, key)
@@ -296,6 +318,75 @@ def summarize(records: Sequence[Mapping[str, Any]]
 
 def _pct(s: float) -> str:
   return f"{100 * s:g}%"
+
+
+def diverged(row: Mapping[str, Any]) -> int:
+  """The number of seeds of a summary row whose loss became non-finite."""
+  stats = row.get("diverged")
+  return 0 if stats is None else round(stats["mean"] * stats["n"])
+
+
+def separated(a: Mapping[str, float], b: Mapping[str, float]
+              ) -> bool | None:
+  """Whether two ``{'mean', 'std', 'n'}`` accuracies differ by more than
+  their seed spread: ``|mean_a - mean_b| > std_a + std_b`` (the mean ± std
+  intervals do not overlap); None when either has fewer than two seeds (no
+  spread). With 3 seeds a rough rule, not a test: a gap inside it is
+  reported as within noise."""
+  if a["n"] < 2 or b["n"] < 2:
+    return None
+  return abs(a["mean"] - b["mean"]) > a["std"] + b["std"]
+
+
+def ranking(summary: Sequence[Mapping[str, Any]]
+            ) -> list[tuple[Any, float, list[dict[str, Any]]]]:
+  """The pruning methods at each (noise, sparsity), best mean accuracy
+  first.
+
+  Returns:
+    ``[(noise, sparsity, rows)]`` in run order; each row ``{'method',
+    'accuracy', 'gap', 'separated'}`` where ``gap`` is the mean accuracy
+    minus the next method's and ``separated`` whether that gap exceeds the
+    seed spread (:func:`separated`); None for the last.
+  """
+  out = []
+  keys = dict.fromkeys((r["noise"], r["sparsity"]) for r in summary
+                       if r["sparsity"] is not None)
+  for noise, sparsity in keys:
+    rows = sorted((r for r in summary if r["noise"] == noise
+                   and r["sparsity"] == sparsity
+                   and r["accuracy"] is not None),
+                  key=lambda r: -r["accuracy"]["mean"])
+    ranked = []
+    for i, r in enumerate(rows):
+      nxt = rows[i + 1]["accuracy"] if i + 1 < len(rows) else None
+      ranked.append({
+          "method": r["method"], "accuracy": r["accuracy"],
+          "gap": None if nxt is None else r["accuracy"]["mean"] - nxt["mean"],
+          "separated": None if nxt is None else separated(r["accuracy"],
+                                                          nxt)})
+    out.append((noise, sparsity, ranked))
+  return out
+
+
+def ranking_markdown(summary: Sequence[Mapping[str, Any]]) -> str:
+  """One line per (noise, sparsity): the methods best first, ``>`` where
+  the gap to the next exceeds the seed spread, ``≈`` where it does not,
+  ``?`` where a method has one seed."""
+  table = []
+  for noise, sparsity, rows in ranking(summary):
+    text = ""
+    for row in rows:
+      text += f"{row['method']} {100 * row['accuracy']['mean']:.2f}"
+      if row["gap"] is not None:
+        text += {True: " > ", False: " ≈ ", None: " ? "}[row["separated"]]
+    table.append(["-" if noise is None else _pct(noise), _pct(sparsity),
+                  text])
+  return ("**Ranking by mean test accuracy (%)**: `>` the gap to the next "
+          "exceeds the seed spread (|Δmean| > std₁ + std₂), `≈` within "
+          "it, `?` one seed (no spread)\n\n"
+          + study.markdown_table(["noise", "sparsity", "ranking"], table)
+          + "\n")
 
 
 def markdown(summary: Sequence[Mapping[str, Any]],
@@ -322,8 +413,11 @@ def markdown(summary: Sequence[Mapping[str, Any]],
         for s in sparsities:
           match = [r for r in rows if r["method"] == method
                    and (r["sparsity"] is None or r["sparsity"] == s)]
-          cells.append(study.cell(match[0][key], scale=scale,
-                                  fmt=f".{digits}f") if match else "-")
+          text = (study.cell(match[0][key], scale=scale,
+                             fmt=f".{digits}f") if match else "-")
+          if match and key == "accuracy" and diverged(match[0]):
+            text += f" ({diverged(match[0])} diverged)"
+          cells.append(text)
         dense = all(r["sparsity"] is None for r in rows
                     if r["method"] == method)
         table.append([f"{method} (no pruning)" if dense else method, *cells])
@@ -338,57 +432,91 @@ def markdown(summary: Sequence[Mapping[str, Any]],
       study.cell(r["top_eigenvalue_active"], fmt=".3f"),
       study.cell(r["trace_active"]),
       study.cell(r["top_eigenvalue_full"], fmt=".3f"),
-      study.cell(r["trace_full"]), study.cell(r["train_s"], fmt=".1f")]
-           for r in summary]
+      study.cell(r["trace_full"]), study.cell(r["train_s"], fmt=".1f"),
+      diverged(r)] for r in summary]
+  lines += [ranking_markdown(summary)]
   lines += ["**Every group**", "", study.markdown_table(
       ["noise", "method", "sparsity", "seeds", "accuracy (%)",
        "unprojected (%)", "final sparsity", "top eig. (active)",
-       "trace (active)", "top eig. (all)", "trace (all)", "train s"], every)]
+       "trace (active)", "top eig. (all)", "trace (all)", "train s",
+       "diverged"], every)]
   return "\n".join(lines) + "\n"
+
+
+def _sparsity_panel(ax: Any, rows: Sequence[Mapping[str, Any]],
+                    sparsities: Sequence[float], key: str, scale: float,
+                    ylabel: str, title: str) -> None:
+  """One panel: ``key`` vs sparsity per method (error bars: std over
+  seeds; x: log of the density, so 90%, 99%, 99.9% are one step apart);
+  methods that do not prune as a dashed line and band."""
+  xs = [-math.log10(1.0 - s) for s in sparsities]
+  for method in dict.fromkeys(r["method"] for r in rows):
+    mine = [r for r in rows if r["method"] == method]
+    if all(r["sparsity"] is None for r in mine):
+      stats = mine[0][key]
+      if stats is None:
+        continue
+      mean, std = scale * stats["mean"], scale * stats["std"]
+      line = ax.axhline(mean, ls="--", color="k", label=method)
+      ax.axhspan(mean - std, mean + std, color=line.get_color(), alpha=0.1)
+      continue
+    by_s = {r["sparsity"]: r[key] for r in mine}
+    study.errorbar(ax, xs, [by_s.get(s) for s in sparsities], scale=scale,
+                   ms=4, label=method)
+  ax.set_xlabel("sparsity (log scale of the density)")
+  ax.set_ylabel(ylabel)
+  ax.set_xticks(xs, [_pct(s) for s in sparsities])
+  ax.set_title(title)
 
 
 def plot_sparsity(summary: Sequence[Mapping[str, Any]],
                   sparsities: Sequence[float], path: str) -> str:
-  """Test accuracy vs sparsity per method (error bars: std over seeds; x:
-  log of the density), one panel per noise level; non-pruning methods as a
-  band."""
+  """Test accuracy vs sparsity per method, one panel per noise level that
+  spans several sparsities (a level run at one sparsity only is a point:
+  the noise plot shows it)."""
   noises = list(dict.fromkeys(r["noise"] for r in summary))
+  spanning = [n for n in noises if len({
+      r["sparsity"] for r in summary
+      if r["noise"] == n and r["sparsity"] is not None}) > 1]
+  noises = spanning or noises
   fig, axes = study.figure(len(noises), (6 * len(noises), 4.5))
-  # Evenly spaced in log density: 90%, 99%, 99.9% one step apart.
-  xs = [-math.log10(1.0 - s) for s in sparsities]
   for ax, noise in zip(axes, noises):
-    rows = [r for r in summary if r["noise"] == noise]
-    for method in dict.fromkeys(r["method"] for r in rows):
-      mine = [r for r in rows if r["method"] == method]
-      if all(r["sparsity"] is None for r in mine):
-        acc = mine[0]["accuracy"]
-        if acc is None:
-          continue
-        mean, std = 100 * acc["mean"], 100 * acc["std"]
-        line = ax.axhline(mean, ls="--", color="k", label=method)
-        ax.axhspan(mean - std, mean + std, color=line.get_color(), alpha=0.1)
-        continue
-      by_s = {r["sparsity"]: r["accuracy"] for r in mine}
-      study.errorbar(ax, xs, [by_s.get(s) for s in sparsities], scale=100,
-                     ms=4, label=method)
-    ax.set_xlabel("sparsity (log scale of the density)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_xticks(xs, [_pct(s) for s in sparsities])
-    ax.set_title("accuracy vs sparsity" if noise is None
-                 else f"label noise {_pct(noise)}")
+    _sparsity_panel(
+        ax, [r for r in summary if r["noise"] == noise], sparsities,
+        "accuracy", 100.0, "test accuracy (%)",
+        "accuracy vs sparsity" if noise is None
+        else f"label noise {_pct(noise)}")
+  return study.save_figure(fig, axes, path)
+
+
+def plot_sharpness(summary: Sequence[Mapping[str, Any]],
+                   sparsities: Sequence[float], path: str,
+                   key: str = "top_eigenvalue_active") -> str:
+  """The top Hessian eigenvalue on the active weights (``key``) vs
+  sparsity per method, clean runs only."""
+  fig, axes = study.figure(1, (6, 4.5))
+  _sparsity_panel(axes[0], [r for r in summary if not r["noise"]],
+                  sparsities, key, 1.0,
+                  "top Hessian eigenvalue (active weights)",
+                  "sharpness vs sparsity")
   return study.save_figure(fig, axes, path)
 
 
 def plot_noise(summary: Sequence[Mapping[str, Any]],
                sparsities: Sequence[float], path: str) -> str:
-  """Test accuracy vs label noise per method, one panel per sparsity."""
-  noises = sorted(n for n in dict.fromkeys(r["noise"] for r in summary)
-                  if n is not None)
+  """Test accuracy vs label noise per method, one panel per sparsity with
+  noisy runs; clean runs (noise None) count as noise 0."""
+  def level(row: Mapping[str, Any]) -> float:
+    return row["noise"] or 0.0
+
+  noises = sorted(dict.fromkeys(level(r) for r in summary))
+  noisy = {r["sparsity"] for r in summary if level(r) > 0}
+  sparsities = [s for s in sparsities if s in noisy] or list(sparsities)
   fig, axes = study.figure(len(sparsities), (5 * len(sparsities), 4.5))
   xs = [100 * n for n in noises]
   for ax, s in zip(axes, sparsities):
     for method in dict.fromkeys(r["method"] for r in summary):
-      by_noise = {r["noise"]: r["accuracy"] for r in summary
+      by_noise = {level(r): r["accuracy"] for r in summary
                   if r["method"] == method
                   and (r["sparsity"] is None or r["sparsity"] == s)}
       study.errorbar(ax, xs, [by_noise.get(n) for n in noises], scale=100,
@@ -403,7 +531,9 @@ def plot_noise(summary: Sequence[Mapping[str, Any]],
 def write_outputs(sweep: Any, records: Sequence[Mapping[str, Any]],
                   workdir: str, seconds: float) -> dict[str, str]:
   """``results.json``, ``report.md`` and the plots; returns their paths."""
-  sparsities = [float(s) for s in sweep.sparsities]
+  # The columns: every sparsity of a clean or a noisy run.
+  sparsities = sorted({float(s) for s in (
+      *sweep.sparsities, *_get(sweep, "noise_sparsities", ()))})
   summary = summarize(records)
   paths = {"results": os.path.join(workdir, "results.json"),
            "report": os.path.join(workdir, "report.md"),
@@ -422,6 +552,10 @@ def write_outputs(sweep: Any, records: Sequence[Mapping[str, Any]],
   with open(paths["report"], "w") as f:
     f.write(markdown(summary, sparsities))
   plot_sparsity(summary, sparsities, paths["accuracy_vs_sparsity"])
+  if any(r["top_eigenvalue_active"] is not None for r in summary):
+    paths["eigenvalue_vs_sparsity"] = plot_sharpness(
+        summary, sparsities, os.path.join(workdir,
+                                          "eigenvalue_vs_sparsity.png"))
   if any(r["noise"] is not None for r in records):
     paths["accuracy_vs_noise"] = plot_noise(
         summary, sparsities, os.path.join(workdir, "accuracy_vs_noise.png"))
@@ -439,8 +573,10 @@ def run_sweep(sweep: Any, variants: Sequence[study.Variant], workdir: str
     workdir: where the runs and the outputs go.
 
   Returns:
-    ``{'results', 'report', 'accuracy_vs_sparsity'[, 'accuracy_vs_noise']}``:
-    the paths of ``results.json``, ``report.md`` and the plots.
+    ``{'results', 'report', 'accuracy_vs_sparsity'[,
+    'eigenvalue_vs_sparsity'][, 'accuracy_vs_noise']}``: the paths of
+    ``results.json``, ``report.md`` and the plots (the eigenvalue plot when
+    sharpness is measured).
   """
   start = time.time()
   runs = plan(sweep, variants)
@@ -449,9 +585,11 @@ def run_sweep(sweep: Any, variants: Sequence[study.Variant], workdir: str
   def show(i: int, run: study.Run, record: dict[str, Any], seconds: float):
     sharp = record.get("sharpness", {}).get("active")
     eig = f"  top eig {sharp['top_eigenvalue']:.3f}" if sharp else ""
-    print(f"[{i + 1}/{len(runs)}] {run.path:45s} accuracy "
-          f"{100 * record['accuracy']:.2f}%{eig}  ({seconds:.1f} s)",
-          flush=True)
+    outcome = (f"diverged at step {record['diverged_at']}"
+               if record.get("diverged_at") is not None
+               else f"accuracy {100 * record['accuracy']:.2f}%")
+    print(f"[{i + 1}/{len(runs)}] {run.path:45s} {outcome}{eig}  "
+          f"({seconds:.1f} s)", flush=True)
 
   records = study.run_or_load(
       runs, workdir, train_and_measure(sweep),

@@ -1,6 +1,6 @@
-"""Flax linen models: MLP, the Forward-Forward MLP, CIFAR ResNets, ResNet-50,
-VGG-19, WRN, ViT and the transformer LMs (LLaMA, OPT, BERT) with Hugging Face
-checkpoints."""
+"""Flax linen models: MLP, LeNet-5, the Forward-Forward MLP, CIFAR ResNets,
+ResNet-50, VGG-19, WRN, ViT and the transformer LMs (LLaMA, OPT, BERT) with
+Hugging Face checkpoints."""
 
 from flatsparse.models.bert import Bert
 from flatsparse.models.bert import BertBlock
@@ -12,6 +12,7 @@ from flatsparse.models.hf_checkpoint import load_hf_checkpoint
 from flatsparse.models.hf_checkpoint import save_hf_checkpoint
 from flatsparse.models.imagenet_resnet import Bottleneck
 from flatsparse.models.imagenet_resnet import ResNet50
+from flatsparse.models.lenet import LeNet5
 from flatsparse.models.llama import Llama
 from flatsparse.models.llama import LlamaBlock
 from flatsparse.models.llama import LlamaConfig
@@ -40,6 +41,7 @@ from flatsparse.models.wide_resnet import WideResNetBlock
 
 __all__ = [
   "MLP",
+  "LeNet5",
   "FFMLP",
   "FFOutputs",
   "ResNet18",

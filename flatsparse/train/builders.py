@@ -54,6 +54,7 @@ build_flatness = method_parts.build_flatness
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": models.MLP,
+    "lenet5": models.LeNet5,
     "resnet18": models.ResNet18,
     "resnet20": models.ResNet20,
     "resnet32": models.ResNet32,
@@ -188,8 +189,9 @@ def build_model(config: Mapping[str, Any], num_classes: int) -> nn.Module:
   name = cfg.pop("name")
   if name not in MODELS:
     raise ValueError(f"Unknown model {name!r}; allowed: {', '.join(MODELS)}.")
-  if isinstance(cfg.get("hidden"), list):
-    cfg["hidden"] = tuple(cfg["hidden"])
+  # Lists from JSON or the command line: flax modules are hashed (jit's
+  # static arguments), so sequences of sizes must be tuples.
+  cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
   try:
     return MODELS[name](num_classes=num_classes, **cfg)
   except TypeError as e:

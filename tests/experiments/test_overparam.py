@@ -13,6 +13,7 @@ from configs import overparam_digits
 from configs import overparam_fashion_mnist
 from experiments import overparam
 from flatsparse.train import loop
+from tests.data import fake_fashion_mnist
 
 
 def _mlp_params(width, depth=2, inputs=64, classes=10):
@@ -71,18 +72,9 @@ def test_every_digits_variant_plans(variant):
 @pytest.mark.slow
 def test_tiny_fashion_mnist_study_on_written_idx_files(tmp_path):
   # CI lacks the Debian package: the same loader reads files written here.
-  from flatsparse.data.idx import write_idx
-  rng = np.random.default_rng(0)
-  for prefix, n in (("train", 256), ("t10k", 64)):
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    # Class c lights rows 2c..2c+2 on noise: learnable in a few steps.
-    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    for i, c in enumerate(labels):
-      images[i, 2 * c:2 * c + 3] = 255
-    write_idx(str(tmp_path / f"{prefix}-images-idx3-ubyte"), images)
-    write_idx(str(tmp_path / f"{prefix}-labels-idx1-ubyte"), labels)
   study = overparam_fashion_mnist.get_config("tiny")
-  study.base.dataset.data_dir = str(tmp_path)
+  study.base.dataset.data_dir = fake_fashion_mnist.write_learnable_idx(
+      tmp_path)
   study.base.steps = study.base.eval_every = study.base.checkpoint_every = 40
   overparam.run_study(study, str(tmp_path / "study"))
   runs = json.loads((tmp_path / "study" / "results.json").read_text())["runs"]

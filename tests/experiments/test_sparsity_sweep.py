@@ -10,13 +10,16 @@ import tensorflow_datasets as tfds
 from configs import safe_cifar10
 from configs import safe_cifar100
 from configs import safe_digits
+from configs import safe_fashion_mnist
 from configs import safe_label_noise_digits
 from experiments import sparsity_sweep
 from flatsparse import data
 from flatsparse import study
 from flatsparse.train import builders
+from flatsparse.train import faults
 from flatsparse.train import loop
 from flatsparse.train import metrics as metrics_lib
+from tests.data import fake_fashion_mnist
 
 
 def _plan(module, config):
@@ -278,8 +281,8 @@ def test_tiny_cifar_sweeps_on_mock_data(tmp_path, module):
 def test_sweep_configs_give_their_sweep_as_code():
   """Every sweep config module has ``variants(config)``; no string
   templates are left in the configs."""
-  for module in (safe_digits, safe_label_noise_digits, safe_cifar10,
-                 safe_cifar100):
+  for module in (safe_digits, safe_label_noise_digits, safe_fashion_mnist,
+                 safe_cifar10, safe_cifar100):
     for variant in module.VARIANTS:
       config = module.get_config(variant)
       assert "$" not in config.to_json_best_effort()
@@ -309,3 +312,175 @@ def test_summary_and_table_average_over_seeds():
   # The dense row fills every sparsity column.
   assert "| dense (no pruning) | 96.00 ± 1.00 | 96.00 ± 1.00 |" in table
   assert "| safe | 0.600 ± 0.100 | - |" in table  # top eigenvalue
+
+
+def test_fashion_mnist_study_plans_every_method_clean_and_noisy():
+  """Clean: dense once + 6 methods x 4 sparsities; noisy (20%, 50%): every
+  method at 90% only; 3 seeds; each model's distribution in every pruning
+  section."""
+  for variant, model, distribution in (("", "mlp", "uniform"),
+                                       ("lenet", "lenet5", "erk")):
+    config = safe_fashion_mnist.get_config(variant)
+    if variant == "lenet":  # clean only unless asked
+      assert not config.label_noise
+      config.label_noise = (0.2, 0.5)
+    runs = _plan(safe_fashion_mnist, config)
+    assert len(runs) == 3 * ((1 + 6 * 4) + 2 * (1 + 6))
+    noisy = [r for r in runs if r.tags["noise"] is not None]
+    assert {r.tags["noise"] for r in noisy} == {0.2, 0.5}
+    assert {r.tags["sparsity"] for r in noisy} == {None, 0.9}
+    assert {r.tags["method"] for r in noisy} == set(safe_digits.ORDER)
+    for run in runs:
+      cfg = loop.validate_config(run.config)
+      assert cfg["model"]["name"] == model
+      assert cfg["dataset"]["name"] == "fashion_mnist_debian"
+      assert cfg["dataset"].get("label_noise") == run.tags["noise"]
+      for section in ("sparsity", "safe"):
+        if cfg[section]:
+          assert cfg[section]["distribution"] == distribution
+          assert cfg[section]["sparsity"] == run.tags["sparsity"]
+    safe_plus = next(r for r in runs if r.tags["method"] == "safe_plus")
+    assert safe_plus.config.safe.importance == "activation"
+  # The long control: 4x the steps, GMP's schedule stretched with them.
+  config = safe_fashion_mnist.get_config("long")
+  runs = _plan(safe_fashion_mnist, config)
+  assert len(runs) == 3 * 2 * (1 + 4)  # clean at 99%, 50% noise at 90%
+  assert {r.config.steps for r in runs} == {4000}
+  gmp = next(r.config for r in runs if r.tags["method"] == "gmp")
+  assert gmp.sparsity.update_end_step == 4 * safe_fashion_mnist.TUNED[
+      "mlp"]["gmp_end"]
+  # The tuning grids: held-out data, no test split, no sharpness.
+  for variant, sparsities in (("tune", {0.95, 0.99}),
+                              ("lenet_tune", {0.95})):
+    config = safe_fashion_mnist.get_config(variant)
+    runs = _plan(safe_fashion_mnist, config)
+    assert {r.tags["sparsity"] for r in runs} == sparsities
+    assert len(runs) == 27 * len(sparsities)
+    assert runs[0].config.dataset.name == "fashion_mnist_debian_holdout0.1"
+    assert config.sharpness is None
+
+
+def test_ranking_marks_gaps_beyond_the_seed_spread():
+  def acc(mean, std, n=3):
+    return {"mean": mean, "std": std, "n": n}
+  summary = [
+      {"noise": None, "method": "dense", "sparsity": None,
+       "accuracy": acc(0.90, 0.01)},
+      {"noise": None, "method": "gmp", "sparsity": 0.9,
+       "accuracy": acc(0.80, 0.01)},
+      {"noise": None, "method": "safe", "sparsity": 0.9,
+       "accuracy": acc(0.85, 0.01)},
+      {"noise": None, "method": "admm", "sparsity": 0.9,
+       "accuracy": acc(0.79, 0.005)},
+      {"noise": 0.5, "method": "safe", "sparsity": 0.9,
+       "accuracy": acc(0.70, 0.0, n=1)},
+      {"noise": 0.5, "method": "gmp", "sparsity": 0.9,
+       "accuracy": acc(0.60, 0.0, n=1)},
+  ]
+  (noise, sparsity, rows), (_, _, noisy) = sparsity_sweep.ranking(summary)
+  assert (noise, sparsity) == (None, 0.9)
+  # 0.85 - 0.80 = 0.05 > 0.02: apart; 0.80 - 0.79 = 0.01 < 0.015: within.
+  assert [(r["method"], r["separated"]) for r in rows] == [
+      ("safe", True), ("gmp", False), ("admm", None)]
+  assert rows[0]["gap"] == pytest.approx(0.05)
+  assert [r["separated"] for r in noisy] == [None, None]  # one seed
+  text = sparsity_sweep.ranking_markdown(summary)
+  assert "| - | 90% | safe 85.00 > gmp 80.00 ≈ admm 79.00 |" in text
+  assert "| 50% | 90% | safe 70.00 ? gmp 60.00 |" in text
+
+
+def test_noise_plot_counts_clean_runs_as_noise_zero(tmp_path, monkeypatch):
+  """Noise only at 90%: one noise panel, the clean run its noise-0 point;
+  the sparsity and eigenvalue plots take the clean runs."""
+  def record(method, sparsity, noise, accuracy):
+    sharp = {"top_eigenvalue": 1.0, "trace": 2.0}
+    return {"noise": noise, "method": method, "sparsity": sparsity,
+            "seed": 0, "accuracy": accuracy, "unprojected_accuracy": None,
+            "final_sparsity": sparsity or 0.0, "train_s": 1.0,
+            "sharpness": {"active": sharp, "full": sharp}}
+  records = [record("gmp", 0.9, None, 0.8), record("gmp", 0.99, None, 0.7),
+             record("gmp", 0.9, 0.2, 0.6), record("gmp", 0.9, 0.5, 0.4)]
+  calls = []
+  real = study.errorbar
+  def spy(ax, xs, stats, **kwargs):
+    calls.append((list(xs), [None if s is None else s["mean"]
+                             for s in stats]))
+    return real(ax, xs, stats, **kwargs)
+  monkeypatch.setattr(study, "errorbar", spy)
+  sweep = safe_fashion_mnist.get_config("tiny")
+  sweep.sparsities = (0.9, 0.99)
+  paths = sparsity_sweep.write_outputs(sweep, records, str(tmp_path), 1.0)
+  assert set(paths) == {"results", "report", "accuracy_vs_sparsity",
+                        "eigenvalue_vs_sparsity", "accuracy_vs_noise"}
+  # x of the sparsity plots: -log10(density), 1 at 90% and 2 at 99%.
+  log_density = pytest.approx([1.0, 2.0])
+  # The sparsity plot: the clean panel only (noise runs at 90% alone).
+  accuracy_clean, eig, noise = calls
+  assert accuracy_clean == (log_density, [0.8, 0.7])
+  assert eig == (log_density, [1.0, 1.0])
+  assert noise == ([0.0, 20.0, 50.0], [0.8, 0.6, 0.4])
+
+
+def test_lenet_safe_with_erk_learns_written_fashion_mnist(tmp_path):
+  """SAFE with ERK on LeNet-5 through the loop: Proj(w_T) is 90% sparse
+  over the prunable leaves, every layer keeps weights, and the 10-class
+  task is learnt (chance 0.1)."""
+  config = safe_fashion_mnist.get_config("tiny")
+  base = study.apply_overrides(config.base, {
+      **config.methods["safe"].to_dict(), "safe.sparsity": 0.9,
+      "dataset.data_dir": fake_fashion_mnist.write_learnable_idx(tmp_path),
+      "steps": 40, "eval_every": 40, "checkpoint_every": 40})
+  result, state = loop.train_and_evaluate(base, str(tmp_path / "run"),
+                                          return_state=True)
+  assert result["accuracy"] > 0.5
+  kernels = {k: v for k, v in state.params.items()}
+  kept = {k: int(np.count_nonzero(v["kernel"])) for k, v in kernels.items()}
+  sizes = {k: v["kernel"].size for k, v in kernels.items()}
+  assert sum(kept.values()) == pytest.approx(0.1 * sum(sizes.values()),
+                                             abs=5)
+  assert all(kept.values())
+  # ERK: the small first convolution is denser than the big Dense layer.
+  assert kept["conv_0"] / sizes["conv_0"] > kept["dense_0"] / sizes[
+      "dense_0"]
+
+
+@pytest.mark.slow  # ~40 s: the planning, plots and LeNet run above are fast
+def test_tiny_fashion_mnist_sweep_on_written_idx_files(tmp_path):
+  config = safe_fashion_mnist.get_config("tiny")
+  config.base.dataset.data_dir = fake_fashion_mnist.write_learnable_idx(
+      tmp_path)
+  _sweep(safe_fashion_mnist, config, tmp_path / "study")
+  results = _check_outputs(tmp_path / "study", safe_fashion_mnist, config,
+                           noise=True)
+  assert [r["run_dir"] for r in results["runs"]] == [
+      "dense/seed_0", "gmp/sparsity_0.9/seed_0", "safe/sparsity_0.9/seed_0",
+      "noise_0.5/dense/seed_0", "noise_0.5/gmp/sparsity_0.9/seed_0",
+      "noise_0.5/safe/sparsity_0.9/seed_0"]
+  assert (tmp_path / "study" / "eigenvalue_vs_sparsity.png").exists()
+
+
+def test_a_diverged_run_is_recorded_and_counted(tmp_path, monkeypatch):
+  """A NaN loss stops that run (the loop's guard), not the sweep: the
+  record says where; the tables count it; its accuracy is left out."""
+  config = safe_digits.get_config("tiny")
+  config.methods = {k: config.methods[k] for k in ("dense", "safe")}
+  config.order = ("dense", "safe")
+  config.sharpness = None
+  real = loop.train_and_evaluate
+
+  def diverge_safe(run_config, workdir, **kwargs):
+    if run_config.get("safe"):
+      raise faults.NonFiniteLossError("NaN", step=7, stopped_at=9,
+                                      last_checkpoint=None)
+    return real(run_config, workdir, **kwargs)
+  monkeypatch.setattr(loop, "train_and_evaluate", diverge_safe)
+  _sweep(safe_digits, config, tmp_path)
+  results = json.loads((tmp_path / "results.json").read_text())
+  dense, safe = results["runs"]
+  assert dense.get("diverged_at") is None and dense["accuracy"] > 0.1
+  assert safe["diverged_at"] == 7 and safe["accuracy"] is None
+  row = results["summary"][1]
+  assert row["accuracy"] is None and sparsity_sweep.diverged(row) == 1
+  report = (tmp_path / "report.md").read_text()
+  assert "| safe | - (1 diverged) |" in report
+  assert report.rstrip().endswith("| 1 |")  # the every-group table's column

@@ -170,6 +170,7 @@ def test_models_package_is_self_contained():
   # dependency-free argument checks of flatsparse/validation.py, nothing else.
   assert set(models.__all__) == {
     "MLP",
+    "LeNet5",
     "FFMLP",
     "FFOutputs",
     "ResNet18",
@@ -216,3 +217,48 @@ def test_models_package_is_self_contained():
         if name.split(".")[0] == "flatsparse":
           assert (name.startswith("flatsparse.models")
                   or name == "flatsparse.validation"), f"{path.name}: {name}"
+
+
+def test_lenet5_shapes_and_param_count():
+  model = models.LeNet5(num_classes=NUM_CLASSES)
+  variables = _abstract_init(model, (1, 28, 28, 1))
+  shapes = jax.tree.map(lambda p: p.shape, variables["params"])
+  # 28x28 -> conv SAME 28x28x6 -> pool 14 -> conv VALID 10x10x16 -> pool 5.
+  assert shapes["conv_0"]["kernel"] == (5, 5, 1, 6)
+  assert shapes["conv_1"]["kernel"] == (5, 5, 6, 16)
+  assert shapes["dense_0"]["kernel"] == (5 * 5 * 16, 120)
+  assert shapes["head"]["kernel"] == (84, NUM_CLASSES)
+  count = (25 * 6 + 6) + (25 * 6 * 16 + 16) + (400 * 120 + 120) + (
+    120 * 84 + 84) + (84 * 10 + 10)
+  assert _count(variables["params"]) == count == 61_706
+  assert f"{count:,}" in models.LeNet5.__doc__
+  assert set(variables) == {"params"}
+
+
+def test_lenet5_forward_grayscale_and_bf16():
+  model = models.LeNet5(num_classes=3, channels=(2, 3), hidden=(4,),
+                        dtype=jnp.bfloat16)
+  x = jnp.ones((2, 12, 12))  # (batch, h, w): one channel added
+  variables = model.init(jax.random.key(0), x)
+  assert all(
+    p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"])
+  )
+  logits = model.apply(variables, x)
+  assert logits.shape == (2, 3) and logits.dtype == jnp.bfloat16
+  # Average pooling: a constant image gives the same logits at any offset
+  # the pooling windows see identically (no max-pooling ties involved).
+  np.testing.assert_array_equal(logits[0], logits[1])
+
+
+@pytest.mark.parametrize(
+  "kwargs, shape, match",
+  [
+    (dict(channels=(4,)), (1, 28, 28, 1), "two sizes, got \\(4,\\)"),
+    ({}, (1, 8, 8, 1), "at least 12x12.*got shape \\(1, 8, 8, 1\\)"),
+    ({}, (1, 28), "at least 12x12"),
+  ],
+)
+def test_lenet5_bad_input_names_the_value(kwargs, shape, match):
+  model = models.LeNet5(num_classes=3, **kwargs)
+  with pytest.raises(ValueError, match=match):
+    _abstract_init(model, shape)

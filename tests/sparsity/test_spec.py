@@ -26,6 +26,8 @@ from flatsparse.train import config_schema
 # input shape its abstract init needs.
 MODELS = {
     "MLP": (lambda: models.MLP(hidden=(8,), num_classes=3), (1, 8)),
+    "LeNet5": (lambda: models.LeNet5(num_classes=3, channels=(2, 3),
+                                     hidden=(4,)), (1, 12, 12, 1)),
     "CifarResNet": (lambda: models.CifarResNet(
         num_classes=3, stage_sizes=(1, 1), widths=(4, 8)), (1, 8, 8, 3)),
     "ResNet18": (lambda: models.ResNet18(num_classes=3, width=4),
