@@ -40,7 +40,7 @@ lint: $(STAMP)
 
 test: lint
 	XLA_FLAGS="$(TEST_XLA)" $(PYTEST) -n 2 --dist=worksteal -m "not slow and not multidevice" --timeout=600
-	$(MULTIDEVICE) $(PYTEST) -m "multidevice and not slow" --timeout=300
+	$(MULTIDEVICE) $(PYTEST) -n 2 --dist=worksteal -m "multidevice and not slow" --timeout=300
 
 test-all: lint
 	XLA_FLAGS="$(TEST_XLA)" $(PYTEST) -n 2 --dist=worksteal -m "not multidevice" --timeout=1800
