@@ -30,13 +30,13 @@ images), per-channel normalized inputs. The step budget is set by the CPU
 Each method's knobs were tuned on a stratified 10% of the training split
 held out as validation (variants ``tune`` and ``lenet_tune``: seed 0; the
 MLP at 95% and 99% sparsity, LeNet-5 at 95%; the value with the best mean
-validation accuracy wins): GMP's last pruning step {333, 667} (pruning every 50 steps
-from step 0); SAM+GMP's rho {0.02, 0.05, 0.2} (last pruning step 333);
-IHT's period {1, 32} (from step 0); ADMM's lambda {1e-3, 3e-3, 1e-2, 3e-2,
-0.1} (K 32); SAFE's lambda {1e-2, 3e-2, 0.1, 0.3, 1} x rho {0.02, 0.05, 0.2}
-(K 32). The first grids (lambda >= 1e-2 for ADMM, >= 0.1 for SAFE, rho >=
-0.05) had their best values at the small edge and were extended down.
-SAFE+ uses SAFE's values.
+validation accuracy wins): GMP's last pruning step {333, 667} (pruning every
+50 steps from step 0); SAM+GMP's rho {0.02, 0.05, 0.2} (last pruning step
+333); IHT's period {1, 32} (from step 0); ADMM's lambda {1e-3, 3e-3, 1e-2,
+3e-2, 0.1} (K 32); SAFE's lambda {1e-2, 3e-2, 0.1, 0.3, 1} x rho {0.02,
+0.05, 0.2} (K 32). The first grids (lambda >= 1e-2 for ADMM, >= 0.1 for
+SAFE, rho >= 0.05) had their best values at the small edge and were extended
+down. SAFE+ uses SAFE's values.
 The chosen values are ``TUNED`` below; the grids' results are in
 BENCHMARKS.md.
 

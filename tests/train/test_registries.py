@@ -63,3 +63,13 @@ def test_duplicate_and_bad_registrations_are_errors(registered):
   config = {"name": "linear_test", "scael": 2.0}
   with pytest.raises(ValueError, match="Bad arguments for model 'linear_test'"):
     builders.build_model(config, 10)
+
+
+def test_list_sizes_from_json_or_flags_become_tuples():
+  # Flax modules are hashed as jit's static arguments: a list attribute
+  # (a config read back from config.json) would fail deep inside a trace.
+  model = builders.build_model(
+      {"name": "lenet5", "channels": [2, 3], "hidden": [4]}, num_classes=3)
+  assert model.channels == (2, 3) and model.hidden == (4,)
+  assert hash(model) == hash(builders.build_model(
+      {"name": "lenet5", "channels": (2, 3), "hidden": (4,)}, num_classes=3))
