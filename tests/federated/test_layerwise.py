@@ -12,6 +12,7 @@ import flatsparse as fs
 from flatsparse import federated as fl
 from flatsparse.federated import objectives
 from flatsparse.models import FFMLP
+from tests.flatness import conformance_checks
 
 
 def _ff_problem(dtype=jnp.float32):
@@ -79,23 +80,9 @@ def test_jit_once_in_a_chain_under_inject_hyperparams_and_dtypes(dtype):
       lambda learning_rate: optax.chain(
           fl.layerwise(fs.sam(0.05)), optax.sgd(learning_rate)))(
               learning_rate=0.05)
-  traces = []
-
-  @jax.jit
-  def step(p, state):
-    traces.append(1)
-    loss, g = jax.value_and_grad(value_fn)(p)
-    u, state = tx.update(g, state, p, value_fn=value_fn)
-    return optax.apply_updates(p, u), state, loss
-
-  state = tx.init(params)
-  losses = []
-  for _ in range(30):
-    params, state, loss = step(params, state)
-    losses.append(float(loss))
-  assert len(traces) == 1
-  assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(params))
-  assert losses[-1] < losses[0], (losses[0], losses[-1])
+  # One trace, a falling loss, the params' dtypes kept (30 steps).
+  conformance_checks.assert_trains_in_one_program(
+      tx, params, value_fn, 30, same_dtypes=False)
 
 
 def test_flax_nnx_state_and_a_transform_per_layer():
